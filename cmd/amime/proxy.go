@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/amime-mesh/amime/internal/proxy"
+	"github.com/amime-mesh/amime/internal/proxy/bootstrap"
+)
+
+func newProxyCmd() *cobra.Command {
+	var (
+		bootstrapFile string
+		opts          proxy.Options
+		mode          string
+		nodeID        string
+		serviceNode   string
+	)
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run the data plane (sidecar or gateway), configured by xDS or a static Envoy bootstrap",
+		Long: `Run the amime proxy. Configuration is Envoy's v3 API: a bootstrap file
+(--bootstrap, YAML or JSON, static_resources and/or an ADS config source) or an
+ADS server (--xds host:port). Fields and filters amime does not implement are
+refused with their path, never ignored.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bootstrapFile == "" && opts.XDSAddr == "" {
+				return fmt.Errorf("one of --bootstrap or --xds is required")
+			}
+			if mode != "sidecar" && mode != "gateway" {
+				return fmt.Errorf("--mode: want sidecar or gateway, got %q", mode)
+			}
+			b := &bootstrapv3.Bootstrap{}
+			if bootstrapFile != "" {
+				var err error
+				if b, err = bootstrap.Load(bootstrapFile); err != nil {
+					return err
+				}
+			}
+			if b.Node == nil {
+				b.Node = &corev3.Node{}
+			}
+			if nodeID != "" {
+				b.Node.Id = nodeID
+			}
+			if b.Node.Id == "" {
+				host, _ := os.Hostname()
+				b.Node.Id = mode + "~" + host + "~" + fmt.Sprint(os.Getpid())
+			}
+			if serviceNode != "" {
+				b.Node.Cluster = serviceNode
+			}
+			opts.Bootstrap = b
+			opts.Log = slog.Default().With("component", "proxy")
+			runCtx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			opts.Quit = cancel // POST /quitquitquit
+			p, err := proxy.New(opts)
+			if err != nil {
+				return err
+			}
+			return p.Run(runCtx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&bootstrapFile, "bootstrap", "", "Envoy v3 bootstrap file (YAML or JSON)")
+	f.StringVar(&opts.XDSAddr, "xds", "", "ADS server address host:port (overrides the bootstrap's ads_config)")
+	f.BoolVar(&opts.Delta, "delta", false, "use incremental (delta) xDS")
+	f.StringVar(&mode, "mode", "sidecar", "sidecar or gateway")
+	f.StringVar(&nodeID, "node-id", "", "xDS node id (default: MODE~HOSTNAME~PID)")
+	f.StringVar(&serviceNode, "service-cluster", "", "xDS node cluster")
+	f.StringVar(&opts.AdminAddr, "admin-addr", "", "admin listener address (default: the bootstrap's admin address; none if unset)")
+	f.StringVar(&opts.HealthAddr, "health-addr", "", "health endpoint address serving /healthz/ready (Istio uses :15021); empty disables it")
+	f.DurationVar(&opts.DrainDuration, "drain-duration", 5*time.Second, "on SIGTERM, how long in-flight requests may take before connections are closed")
+	return cmd
+}

@@ -1,0 +1,30 @@
+package cluster
+
+import "github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+
+// Rules lists the Cluster and ClusterLoadAssignment fields amime implements.
+func Rules() fieldcheck.Rules {
+	return fieldcheck.Rules{
+		"envoy.config.cluster.v3.Cluster": {"name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
+			"load_assignment", "dns_refresh_rate", "dns_lookup_family", "http2_protocol_options",
+			"typed_extension_protocol_options", "metadata", "alt_stat_name"},
+		"envoy.config.cluster.v3.Cluster.EdsClusterConfig": {"eds_config", "service_name"},
+		"envoy.config.core.v3.ConfigSource":                {"ads", "resource_api_version"},
+		"envoy.config.core.v3.AggregatedConfigSource":      {},
+		"envoy.config.core.v3.Metadata":                    {fieldcheck.All},
+		// No HTTP/2 tuning knob is implemented yet: an empty message selects HTTP/2.
+		"envoy.config.core.v3.Http2ProtocolOptions":                                      {},
+		"envoy.config.core.v3.Http1ProtocolOptions":                                      {},
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":                         {"explicit_http_config", "use_downstream_protocol_config"},
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig":      {"http_protocol_options", "http2_protocol_options"},
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig": {"http_protocol_options", "http2_protocol_options"},
+
+		"envoy.config.endpoint.v3.ClusterLoadAssignment": {"cluster_name", "endpoints"},
+		"envoy.config.endpoint.v3.LocalityLbEndpoints":   {"locality", "lb_endpoints", "load_balancing_weight", "priority"},
+		"envoy.config.endpoint.v3.LbEndpoint":            {"endpoint", "health_status", "load_balancing_weight", "metadata"},
+		"envoy.config.endpoint.v3.Endpoint":              {"address", "hostname"},
+		"envoy.config.core.v3.Locality":                  {fieldcheck.All},
+		"envoy.config.core.v3.Address":                   {"socket_address"},
+		"envoy.config.core.v3.SocketAddress":             {"protocol", "address", "port_value"},
+	}
+}

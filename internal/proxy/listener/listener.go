@@ -1,0 +1,405 @@
+// Package listener runs the proxy's listeners: it accepts connections,
+// picks the filter chain that matches each one (Envoy's
+// filter_chain_match rules) and hands the connection to that chain's
+// network filter (HTTP connection manager or TCP proxy).
+package listener
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/hcm"
+	"github.com/amime-mesh/amime/internal/proxy/tcpproxy"
+)
+
+const (
+	hcmType           = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	tcpProxyType      = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+	httpInspectorType = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+)
+
+// ConnHandler serves one accepted connection.
+type ConnHandler interface {
+	ServeConn(ctx context.Context, nc net.Conn)
+}
+
+// Deps are what filter chains need from the proxy.
+type Deps struct {
+	HCM      *hcm.Env
+	Clusters tcpproxy.ClusterSource
+	Log      *slog.Logger
+}
+
+// Compiled is a validated listener configuration.
+type Compiled struct {
+	Name    string
+	Address string // "ip:port"
+	// RDSNames are the route configurations the listener needs before it can
+	// serve (Envoy's listener warming).
+	RDSNames      []string
+	chains        []*chain
+	defaultChain  *chain
+	httpInspector bool
+	Config        *listenerv3.Listener
+}
+
+type chain struct {
+	name      string
+	ports     map[uint32]bool // destination_port (one value in Envoy; a set here)
+	prefixes  []netip.Prefix
+	appProtos map[string]bool
+	transport string
+	handler   ConnHandler
+}
+
+// Rules lists the Listener fields amime implements (the network filters'
+// rules are merged in by the caller).
+func Rules() fieldcheck.Rules {
+	return fieldcheck.Merge(fieldcheck.Rules{
+		"envoy.config.listener.v3.Listener": {"name", "address", "stat_prefix", "filter_chains", "default_filter_chain",
+			"listener_filters", "traffic_direction", "metadata", "bind_to_port", "continue_on_listener_filters_timeout"},
+		"envoy.config.listener.v3.FilterChain":                              {"filter_chain_match", "filters", "name", "metadata"},
+		"envoy.config.listener.v3.FilterChainMatch":                         {"destination_port", "prefix_ranges", "transport_protocol", "application_protocols"},
+		"envoy.config.listener.v3.Filter":                                   {"name", "typed_config"},
+		"envoy.config.listener.v3.ListenerFilter":                           {"name", "typed_config"},
+		"envoy.config.core.v3.CidrRange":                                    {"address_prefix", "prefix_len"},
+		"envoy.config.core.v3.Address":                                      {"socket_address"},
+		"envoy.config.core.v3.SocketAddress":                                {"protocol", "address", "port_value"},
+		"envoy.config.core.v3.Metadata":                                     {fieldcheck.All},
+		"envoy.extensions.filters.listener.http_inspector.v3.HttpInspector": {},
+	}, hcm.Rules(), tcpproxy.Rules())
+}
+
+// Compile validates a listener and builds its filter chains.
+func Compile(l *listenerv3.Listener, deps *Deps) (*Compiled, error) {
+	if err := Rules().Check(l); err != nil {
+		return nil, err
+	}
+	sa := l.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return nil, fmt.Errorf("address.socket_address: required")
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return nil, fmt.Errorf("address.socket_address.protocol: only TCP is supported")
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		return nil, fmt.Errorf("address.socket_address.address: %q is not an IP address", sa.GetAddress())
+	}
+	c := &Compiled{Name: l.GetName(), Address: net.JoinHostPort(ip.String(), strconv.Itoa(int(sa.GetPortValue()))), Config: l}
+	if c.Name == "" {
+		return nil, fmt.Errorf("name: must not be empty")
+	}
+	for i, lf := range l.GetListenerFilters() {
+		switch lf.GetTypedConfig().GetTypeUrl() {
+		case httpInspectorType:
+			c.httpInspector = true
+		default:
+			return nil, fmt.Errorf("listener_filters[%d]: type %q is not supported by amime", i, lf.GetTypedConfig().GetTypeUrl())
+		}
+	}
+	for i, fc := range l.GetFilterChains() {
+		ch, err := compileChain(fc, deps, c)
+		if err != nil {
+			return nil, fmt.Errorf("filter_chains[%d].%w", i, err)
+		}
+		c.chains = append(c.chains, ch)
+	}
+	if fc := l.GetDefaultFilterChain(); fc != nil {
+		ch, err := compileChain(fc, deps, c)
+		if err != nil {
+			return nil, fmt.Errorf("default_filter_chain.%w", err)
+		}
+		c.defaultChain = ch
+	}
+	if len(c.chains) == 0 && c.defaultChain == nil {
+		return nil, fmt.Errorf("filter_chains: at least one filter chain is required")
+	}
+	return c, nil
+}
+
+func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, error) {
+	m := fc.GetFilterChainMatch()
+	ch := &chain{name: fc.GetName(), transport: m.GetTransportProtocol()}
+	if p := m.GetDestinationPort(); p != nil {
+		ch.ports = map[uint32]bool{p.GetValue(): true}
+	}
+	for i, r := range m.GetPrefixRanges() {
+		a, err := netip.ParseAddr(r.GetAddressPrefix())
+		if err != nil {
+			return nil, fmt.Errorf("filter_chain_match.prefix_ranges[%d].address_prefix: %w", i, err)
+		}
+		bits := a.BitLen()
+		if r.GetPrefixLen() != nil {
+			bits = int(r.GetPrefixLen().GetValue())
+		}
+		p, err := a.Prefix(bits)
+		if err != nil {
+			return nil, fmt.Errorf("filter_chain_match.prefix_ranges[%d].prefix_len: %w", i, err)
+		}
+		ch.prefixes = append(ch.prefixes, p)
+	}
+	switch ch.transport {
+	case "", "raw_buffer":
+	default:
+		return nil, fmt.Errorf("filter_chain_match.transport_protocol: %q is not supported by amime yet", ch.transport)
+	}
+	if len(m.GetApplicationProtocols()) > 0 {
+		if !l.httpInspector {
+			return nil, fmt.Errorf("filter_chain_match.application_protocols: needs the envoy.filters.listener.http_inspector listener filter")
+		}
+		ch.appProtos = map[string]bool{}
+		for _, p := range m.GetApplicationProtocols() {
+			ch.appProtos[p] = true
+		}
+	}
+	filters := fc.GetFilters()
+	if len(filters) != 1 {
+		return nil, fmt.Errorf("filters: exactly one network filter (http_connection_manager or tcp_proxy) is supported, got %d", len(filters))
+	}
+	f := filters[0]
+	switch f.GetTypedConfig().GetTypeUrl() {
+	case hcmType:
+		cfg := &hcmv3.HttpConnectionManager{}
+		if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+			return nil, fmt.Errorf("filters[0].typed_config: %w", err)
+		}
+		hc, err := hcm.Compile(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("filters[0].typed_config.%w", err)
+		}
+		if hc.RDSName != "" {
+			l.RDSNames = append(l.RDSNames, hc.RDSName)
+		}
+		ch.handler = hcm.New(hc, deps.HCM)
+	case tcpProxyType:
+		cfg := &tcpv3.TcpProxy{}
+		if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+			return nil, fmt.Errorf("filters[0].typed_config: %w", err)
+		}
+		tc, err := tcpproxy.Compile(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("filters[0].typed_config.%w", err)
+		}
+		ch.handler = tcpproxy.New(tc, deps.Clusters, deps.Log)
+	default:
+		return nil, fmt.Errorf("filters[0].typed_config: type %q is not supported by amime", f.GetTypedConfig().GetTypeUrl())
+	}
+	return ch, nil
+}
+
+// match picks a filter chain with Envoy's precedence: destination port,
+// then destination IP (longest prefix), then application protocol; a
+// chain with a criterion set beats one without it.
+func (c *Compiled) match(dst netip.AddrPort, appProto string) *chain {
+	best := c.selectBy(c.chains, func(ch *chain) (bool, bool) {
+		if ch.ports == nil {
+			return true, false
+		}
+		return ch.ports[uint32(dst.Port())], true
+	})
+	best = c.selectPrefix(best, dst.Addr())
+	best = c.selectBy(best, func(ch *chain) (bool, bool) {
+		if ch.appProtos == nil {
+			return true, false
+		}
+		return ch.appProtos[appProto], true
+	})
+	if len(best) > 0 {
+		return best[0]
+	}
+	return c.defaultChain
+}
+
+// selectBy keeps the chains that match on a criterion, preferring those
+// that name it over those that leave it empty.
+func (c *Compiled) selectBy(in []*chain, f func(*chain) (match, specific bool)) []*chain {
+	var specific, generic []*chain
+	for _, ch := range in {
+		ok, spec := f(ch)
+		switch {
+		case ok && spec:
+			specific = append(specific, ch)
+		case ok:
+			generic = append(generic, ch)
+		}
+	}
+	if len(specific) > 0 {
+		return specific
+	}
+	return generic
+}
+
+func (c *Compiled) selectPrefix(in []*chain, ip netip.Addr) []*chain {
+	bestLen := -1
+	var out []*chain
+	for _, ch := range in {
+		l := -1
+		if ch.prefixes == nil {
+			l = -1
+		} else {
+			matched := false
+			for _, p := range ch.prefixes {
+				if p.Contains(ip.Unmap()) && p.Bits() > l {
+					l = p.Bits()
+					matched = true
+				}
+			}
+			if !matched {
+				continue
+			}
+		}
+		switch {
+		case l > bestLen:
+			bestLen = l
+			out = []*chain{ch}
+		case l == bestLen:
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
+// Listener is a live listening socket whose configuration can be swapped.
+type Listener struct {
+	ln     net.Listener
+	cfg    atomic.Pointer[Compiled]
+	log    *slog.Logger
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+	closed atomic.Bool
+}
+
+// Listen binds the listener's address.
+func Listen(ctx context.Context, c *Compiled, log *slog.Logger) (*Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", c.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", c.Name, err)
+	}
+	l := &Listener{ln: ln, log: log}
+	l.cfg.Store(c)
+	return l, nil
+}
+
+// Addr returns the bound address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Update swaps the configuration; new connections use it, open ones keep
+// the chain they started with.
+func (l *Listener) Update(c *Compiled) { l.cfg.Store(c) }
+
+// Config returns the current configuration.
+func (l *Listener) Config() *Compiled { return l.cfg.Load() }
+
+// Serve accepts connections until Close or ctx ends.
+func (l *Listener) Serve(ctx context.Context) {
+	ctx, l.cancel = context.WithCancel(ctx)
+	stop := context.AfterFunc(ctx, func() { _ = l.ln.Close() })
+	defer stop()
+	for {
+		nc, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() || ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.log.Warn("accept failed", "listener", l.cfg.Load().Name, "err", err)
+			continue
+		}
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.serveConn(ctx, nc)
+		}()
+	}
+}
+
+func (l *Listener) serveConn(ctx context.Context, nc net.Conn) {
+	c := l.cfg.Load()
+	dst, _ := netip.ParseAddrPort(nc.LocalAddr().String())
+	conn := nc
+	appProto := ""
+	if c.httpInspector {
+		br := bufio.NewReaderSize(nc, 64)
+		appProto = inspectHTTP(br)
+		conn = &peekedConn{Conn: nc, r: br}
+	}
+	ch := c.match(dst, appProto)
+	if ch == nil {
+		l.log.Debug("no filter chain matched", "listener", c.Name, "dst", dst)
+		_ = nc.Close()
+		return
+	}
+	ch.handler.ServeConn(ctx, conn)
+}
+
+// Close stops accepting; open connections are drained by their owners.
+func (l *Listener) Close() {
+	l.closed.Store(true)
+	_ = l.ln.Close()
+	if l.cancel != nil {
+		l.cancel()
+	}
+}
+
+// CloseListener stops accepting without touching open connections.
+func (l *Listener) CloseListener() {
+	l.closed.Store(true)
+	_ = l.ln.Close()
+}
+
+// Wait waits for every connection goroutine to end.
+func (l *Listener) Wait() { l.wg.Wait() }
+
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if c.r.Buffered() > 0 {
+		return c.r.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+// inspectHTTP reports "h2c" for the HTTP/2 preface and "http/1.1" or
+// "http/1.0" for an HTTP/1 request line, as Envoy's http_inspector does.
+func inspectHTTP(br *bufio.Reader) string {
+	const preface = "PRI * HTTP/2.0"
+	// Peek only what has arrived: a client may send a short first segment.
+	if _, err := br.Peek(1); err != nil {
+		return ""
+	}
+	b, _ := br.Peek(br.Buffered())
+	if len(b) >= len(preface) && string(b[:len(preface)]) == preface {
+		return "h2c"
+	}
+	for i := 0; i+8 <= len(b) && b[i] != '\n'; i++ {
+		switch string(b[i : i+8]) {
+		case "HTTP/1.1":
+			return "http/1.1"
+		case "HTTP/1.0":
+			return "http/1.0"
+		}
+	}
+	return ""
+}

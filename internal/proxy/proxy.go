@@ -1,0 +1,561 @@
+// Package proxy wires the data plane together: it takes configuration from
+// a static bootstrap and from an xDS server, validates it, builds the
+// runtime (clusters, route tables, listeners), swaps it in atomically, and
+// serves traffic, admin and health endpoints until it is drained.
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/amime-mesh/amime/internal/proxy/cluster"
+	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/hcm"
+	"github.com/amime-mesh/amime/internal/proxy/listener"
+	"github.com/amime-mesh/amime/internal/proxy/route"
+	"github.com/amime-mesh/amime/internal/proxy/xdsclient"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	Bootstrap *bootstrapv3.Bootstrap
+	// XDSAddr, when set, is the ADS server to use (overrides the bootstrap's
+	// dynamic_resources cluster).
+	XDSAddr string
+	Delta   bool
+	// AdminAddr overrides the bootstrap's admin address; "" keeps it, and
+	// no admin listener runs when neither names one.
+	AdminAddr string
+	// HealthAddr serves /healthz/ready (Istio's 15021); "" disables it.
+	HealthAddr string
+	// DrainDuration bounds how long SIGTERM waits for in-flight requests.
+	DrainDuration time.Duration
+	Log           *slog.Logger
+	// Quit is called by POST /quitquitquit to stop the process.
+	Quit func()
+}
+
+// Proxy is one running data plane.
+type Proxy struct {
+	opts  Options
+	log   *slog.Logger
+	node  *corev3.Node
+	rules fieldcheck.Rules
+
+	clusters *cluster.Manager
+	routes   atomic.Pointer[map[string]*route.Table]
+	conns    *hcm.ConnTracker
+	hcmEnv   *hcm.Env
+	deps     *listener.Deps
+
+	mu              sync.Mutex // serializes config changes
+	ctx             context.Context
+	staticClusters  []*clusterv3.Cluster
+	dynClusters     map[string]*clusterv3.Cluster
+	staticListeners []*listenerv3.Listener
+	dynListeners    map[string]*listenerv3.Listener
+	routeConfigs    map[string]*routev3.RouteConfiguration
+	endpoints       map[string]*endpointv3.ClusterLoadAssignment
+	live            map[string]*listener.Listener
+	warming         map[string]*listener.Compiled
+	xds             *xdsclient.Client
+	wg              sync.WaitGroup
+
+	initDone  atomic.Bool
+	gotCDS    atomic.Bool
+	gotLDS    atomic.Bool
+	startTime time.Time
+	stats     counters
+}
+
+type counters struct {
+	ldsUpdates, ldsRejects, cdsUpdates, cdsRejects, rdsUpdates, rdsRejects, edsUpdates, edsRejects atomic.Uint64
+}
+
+// New validates the bootstrap and builds a Proxy. Nothing is bound yet.
+func New(opts Options) (*Proxy, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.DrainDuration == 0 {
+		opts.DrainDuration = 5 * time.Second
+	}
+	b := opts.Bootstrap
+	if b == nil {
+		b = &bootstrapv3.Bootstrap{}
+	}
+	p := &Proxy{
+		opts:         opts,
+		log:          opts.Log,
+		node:         b.GetNode(),
+		rules:        Rules(),
+		conns:        hcm.NewConnTracker(),
+		dynClusters:  map[string]*clusterv3.Cluster{},
+		dynListeners: map[string]*listenerv3.Listener{},
+		routeConfigs: map[string]*routev3.RouteConfiguration{},
+		endpoints:    map[string]*endpointv3.ClusterLoadAssignment{},
+		live:         map[string]*listener.Listener{},
+		warming:      map[string]*listener.Compiled{},
+		startTime:    time.Now(),
+	}
+	if p.node == nil {
+		p.node = &corev3.Node{}
+	}
+	if err := bootstrapRules().Check(b); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	p.clusters = cluster.NewManager(p.log)
+	p.clusters.OnRemove = hcm.ClosePools
+	empty := map[string]*route.Table{}
+	p.routes.Store(&empty)
+	p.hcmEnv = &hcm.Env{Routes: p, Clusters: p.clusters, Log: p.log, Conns: p.conns}
+	p.deps = &listener.Deps{HCM: p.hcmEnv, Clusters: p.clusters, Log: p.log}
+
+	sr := b.GetStaticResources()
+	for i, c := range sr.GetClusters() {
+		if err := p.rules.Check(c); err != nil {
+			return nil, fmt.Errorf("bootstrap: static_resources.clusters[%d].%w", i, err)
+		}
+	}
+	if _, err := cluster.Build(sr.GetClusters()); err != nil {
+		return nil, fmt.Errorf("bootstrap: static_resources.clusters: %w", err)
+	}
+	p.staticClusters = sr.GetClusters()
+	for i, l := range sr.GetListeners() {
+		if _, err := listener.Compile(l, p.deps); err != nil {
+			return nil, fmt.Errorf("bootstrap: static_resources.listeners[%d] %q: %w", i, l.GetName(), err)
+		}
+	}
+	p.staticListeners = sr.GetListeners()
+
+	xdsAddr := opts.XDSAddr
+	if xdsAddr == "" && b.GetDynamicResources().GetAdsConfig() != nil {
+		addr, err := adsAddress(b)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap: dynamic_resources.ads_config: %w", err)
+		}
+		xdsAddr = addr
+	}
+	if xdsAddr != "" {
+		cli, err := xdsclient.New(xdsclient.Config{Target: xdsAddr, Node: p.node, Delta: opts.Delta, Logger: p.log.With("component", "xds")}, p)
+		if err != nil {
+			return nil, fmt.Errorf("xds client: %w", err)
+		}
+		p.xds = cli
+	}
+	return p, nil
+}
+
+// adsAddress finds the address of the static cluster that the bootstrap's
+// ads_config names.
+func adsAddress(b *bootstrapv3.Bootstrap) (string, error) {
+	ads := b.GetDynamicResources().GetAdsConfig()
+	if ads.GetApiType() != corev3.ApiConfigSource_GRPC && ads.GetApiType() != corev3.ApiConfigSource_DELTA_GRPC {
+		return "", fmt.Errorf("api_type: GRPC or DELTA_GRPC required")
+	}
+	gs := ads.GetGrpcServices()
+	if len(gs) != 1 || gs[0].GetEnvoyGrpc() == nil {
+		return "", fmt.Errorf("grpc_services: exactly one envoy_grpc service required")
+	}
+	name := gs[0].GetEnvoyGrpc().GetClusterName()
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() != name {
+			continue
+		}
+		for _, le := range c.GetLoadAssignment().GetEndpoints() {
+			for _, lb := range le.GetLbEndpoints() {
+				sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+				return net.JoinHostPort(sa.GetAddress(), fmt.Sprint(sa.GetPortValue())), nil
+			}
+		}
+		return "", fmt.Errorf("cluster %q has no endpoint", name)
+	}
+	return "", fmt.Errorf("cluster %q is not a static cluster", name)
+}
+
+// Route implements hcm.RouteSource.
+func (p *Proxy) Route(name string) *route.Table {
+	return (*p.routes.Load())[name]
+}
+
+// Run binds everything and serves until ctx ends, then drains.
+func (p *Proxy) Run(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p.mu.Lock()
+	p.ctx = runCtx
+	p.clusters.Replace(runCtx, p.buildClusterSet())
+	if err := p.applyListeners(); err != nil {
+		p.mu.Unlock()
+		p.shutdownListeners()
+		return err
+	}
+	p.mu.Unlock()
+
+	admin, err := p.startAdmin(runCtx)
+	if err != nil {
+		p.shutdownListeners()
+		return err
+	}
+	if p.xds != nil {
+		p.xds.Wildcard(resourcev3.ClusterType)
+		p.xds.Wildcard(resourcev3.ListenerType)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			_ = p.xds.Run(runCtx)
+		}()
+	} else {
+		p.initDone.Store(true)
+	}
+	p.log.Info("proxy started", "listeners", p.listenerAddrs(), "admin", admin, "xds", p.opts.XDSAddr)
+
+	<-ctx.Done()
+	p.log.Info("draining", "drain_duration", p.opts.DrainDuration)
+	p.Drain()
+	cancel()
+	p.wg.Wait()
+	p.clusters.Close()
+	return nil
+}
+
+// Drain stops accepting new connections and lets open ones finish within
+// the drain duration (Connection: close on HTTP/1.1, GOAWAY on HTTP/2).
+func (p *Proxy) Drain() {
+	p.mu.Lock()
+	for _, l := range p.live {
+		l.CloseListener()
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.DrainDuration)
+	defer cancel()
+	p.conns.Drain(ctx)
+	p.shutdownListeners()
+}
+
+func (p *Proxy) shutdownListeners() {
+	p.mu.Lock()
+	live := p.live
+	p.live = map[string]*listener.Listener{}
+	p.mu.Unlock()
+	for _, l := range live {
+		l.Close()
+	}
+	for _, l := range live {
+		l.Wait()
+	}
+}
+
+// ListenerAddr returns the bound address of a listener, for tests and logs.
+func (p *Proxy) ListenerAddr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.live[name]; l != nil {
+		return l.Addr()
+	}
+	return nil
+}
+
+func (p *Proxy) listenerAddrs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for name, l := range p.live {
+		out = append(out, name+"="+l.Addr().String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Ready reports whether the proxy has its initial configuration (Envoy's
+// /ready LIVE state).
+func (p *Proxy) Ready() bool { return p.initDone.Load() }
+
+// buildClusterSet builds static + dynamic clusters. Called with p.mu held.
+func (p *Proxy) buildClusterSet() map[string]*cluster.Cluster {
+	all := append([]*clusterv3.Cluster{}, p.staticClusters...)
+	all = append(all, sortedValues(p.dynClusters)...)
+	set, err := cluster.Build(all)
+	if err != nil {
+		// Both halves were validated before; a name clash between them is
+		// refused when the dynamic set arrives.
+		p.log.Error("cluster set", "err", err)
+	}
+	return set
+}
+
+// applyListeners compiles static + dynamic listeners and brings the live
+// set in line: warm listeners are bound or updated, removed ones closed.
+// Called with p.mu held.
+func (p *Proxy) applyListeners() error {
+	want := map[string]*listener.Compiled{}
+	all := append([]*listenerv3.Listener{}, p.staticListeners...)
+	all = append(all, sortedValues(p.dynListeners)...)
+	for _, l := range all {
+		c, err := listener.Compile(l, p.deps)
+		if err != nil {
+			return fmt.Errorf("listener %q: %w", l.GetName(), err)
+		}
+		want[c.Name] = c
+	}
+	routes := *p.routes.Load()
+	p.warming = map[string]*listener.Compiled{}
+	for name, c := range want {
+		warm := true
+		for _, r := range c.RDSNames {
+			if routes[r] == nil {
+				warm = false
+			}
+		}
+		if !warm {
+			p.warming[name] = c
+			continue
+		}
+		if l := p.live[name]; l != nil && l.Config().Address == c.Address {
+			l.Update(c)
+			continue
+		} else if l != nil {
+			l.Close()
+			delete(p.live, name)
+		}
+		l, err := listener.Listen(p.ctx, c, p.log)
+		if err != nil {
+			return err
+		}
+		p.live[name] = l
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			l.Serve(p.ctx)
+		}()
+	}
+	for name, l := range p.live {
+		if _, ok := want[name]; !ok {
+			l.Close()
+			delete(p.live, name)
+		}
+	}
+	if p.xds != nil {
+		var names []string
+		for _, c := range want {
+			names = append(names, c.RDSNames...)
+		}
+		p.xds.Watch(resourcev3.RouteType, dedupe(names))
+	}
+	return nil
+}
+
+// OnUpdate implements xdsclient.Handler: it validates a full set of one
+// type and applies it, or returns the error that NACKs it.
+func (p *Proxy) OnUpdate(typeURL string, resources map[string]*anypb.Any) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var err error
+	switch typeURL {
+	case resourcev3.ClusterType:
+		err = p.updateClusters(resources)
+		count(err, &p.stats.cdsUpdates, &p.stats.cdsRejects)
+		p.gotCDS.Store(err == nil || p.gotCDS.Load())
+	case resourcev3.EndpointType:
+		err = p.updateEndpoints(resources)
+		count(err, &p.stats.edsUpdates, &p.stats.edsRejects)
+	case resourcev3.ListenerType:
+		err = p.updateListeners(resources)
+		count(err, &p.stats.ldsUpdates, &p.stats.ldsRejects)
+		p.gotLDS.Store(err == nil || p.gotLDS.Load())
+	case resourcev3.RouteType:
+		err = p.updateRoutes(resources)
+		count(err, &p.stats.rdsUpdates, &p.stats.rdsRejects)
+	default:
+		err = fmt.Errorf("type %s is not supported by amime", typeURL)
+	}
+	if err != nil {
+		p.log.Warn("config rejected", "type", typeURL, "err", err)
+		return err
+	}
+	if p.gotCDS.Load() && p.gotLDS.Load() && len(p.warming) == 0 {
+		p.initDone.Store(true)
+	}
+	return nil
+}
+
+func count(err error, ok, rejected *atomic.Uint64) {
+	if err != nil {
+		rejected.Add(1)
+	} else {
+		ok.Add(1)
+	}
+}
+
+func (p *Proxy) updateClusters(res map[string]*anypb.Any) error {
+	next := map[string]*clusterv3.Cluster{}
+	static := map[string]bool{}
+	for _, c := range p.staticClusters {
+		static[c.GetName()] = true
+	}
+	for _, name := range sortedKeys(res) {
+		c := &clusterv3.Cluster{}
+		if err := res[name].UnmarshalTo(c); err != nil {
+			return fmt.Errorf("cluster %q: %w", name, err)
+		}
+		if err := p.rules.Check(c); err != nil {
+			return fmt.Errorf("cluster %q: %w", name, err)
+		}
+		if static[name] {
+			return fmt.Errorf("cluster %q: a static cluster has that name", name)
+		}
+		next[name] = c
+	}
+	if _, err := cluster.Build(sortedValues(next)); err != nil {
+		return err
+	}
+	p.dynClusters = next
+	set := p.buildClusterSet()
+	p.clusters.Replace(p.ctx, set)
+	var eds []string
+	for _, c := range set {
+		if c.Discovery == cluster.EDS {
+			eds = append(eds, c.EDSServiceName)
+		}
+	}
+	if p.xds != nil {
+		p.xds.Watch(resourcev3.EndpointType, dedupe(eds))
+	}
+	return nil
+}
+
+func (p *Proxy) updateEndpoints(res map[string]*anypb.Any) error {
+	next := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, name := range sortedKeys(res) {
+		cla := &endpointv3.ClusterLoadAssignment{}
+		if err := res[name].UnmarshalTo(cla); err != nil {
+			return fmt.Errorf("cluster_load_assignment %q: %w", name, err)
+		}
+		if err := p.rules.Check(cla); err != nil {
+			return fmt.Errorf("cluster_load_assignment %q: %w", name, err)
+		}
+		next[name] = cla
+	}
+	if err := cluster.ValidateEndpoints(sortedValues(next)); err != nil {
+		return err
+	}
+	p.endpoints = next
+	return p.clusters.SetEndpoints(next)
+}
+
+func (p *Proxy) updateListeners(res map[string]*anypb.Any) error {
+	next := map[string]*listenerv3.Listener{}
+	static := map[string]bool{}
+	for _, l := range p.staticListeners {
+		static[l.GetName()] = true
+	}
+	for _, name := range sortedKeys(res) {
+		l := &listenerv3.Listener{}
+		if err := res[name].UnmarshalTo(l); err != nil {
+			return fmt.Errorf("listener %q: %w", name, err)
+		}
+		if static[name] {
+			return fmt.Errorf("listener %q: a static listener has that name", name)
+		}
+		if _, err := listener.Compile(l, p.deps); err != nil {
+			return fmt.Errorf("listener %q: %w", name, err)
+		}
+		next[name] = l
+	}
+	prev := p.dynListeners
+	p.dynListeners = next
+	if err := p.applyListeners(); err != nil {
+		// Binding failed (address in use): keep the previous set.
+		p.dynListeners = prev
+		_ = p.applyListeners()
+		return err
+	}
+	return nil
+}
+
+func (p *Proxy) updateRoutes(res map[string]*anypb.Any) error {
+	next := map[string]*route.Table{}
+	cfgs := map[string]*routev3.RouteConfiguration{}
+	for _, name := range sortedKeys(res) {
+		rc := &routev3.RouteConfiguration{}
+		if err := res[name].UnmarshalTo(rc); err != nil {
+			return fmt.Errorf("route_configuration %q: %w", name, err)
+		}
+		if err := p.rules.Check(rc); err != nil {
+			return fmt.Errorf("route_configuration %q: %w", name, err)
+		}
+		t, err := route.Compile(rc)
+		if err != nil {
+			return fmt.Errorf("route_configuration %q: %w", name, err)
+		}
+		next[name] = t
+		cfgs[name] = rc
+	}
+	p.routes.Store(&next)
+	p.routeConfigs = cfgs
+	if len(p.warming) > 0 {
+		return p.applyListeners()
+	}
+	return nil
+}
+
+// Rules is every field the proxy implements.
+func Rules() fieldcheck.Rules {
+	return fieldcheck.Merge(listener.Rules(), cluster.Rules())
+}
+
+func bootstrapRules() fieldcheck.Rules {
+	return fieldcheck.Merge(Rules(), fieldcheck.Rules{
+		"envoy.config.bootstrap.v3.Bootstrap":                  {"node", "static_resources", "dynamic_resources", "admin"},
+		"envoy.config.bootstrap.v3.Bootstrap.StaticResources":  {"listeners", "clusters"},
+		"envoy.config.bootstrap.v3.Bootstrap.DynamicResources": {"lds_config", "cds_config", "ads_config"},
+		"envoy.config.bootstrap.v3.Admin":                      {"address", "access_log_path"},
+		"envoy.config.core.v3.Node":                            {"id", "cluster", "metadata", "locality", "user_agent_name"},
+		"envoy.config.core.v3.ApiConfigSource":                 {"api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"},
+		"envoy.config.core.v3.GrpcService":                     {"envoy_grpc", "timeout"},
+		"envoy.config.core.v3.GrpcService.EnvoyGrpc":           {"cluster_name"},
+	})
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortedValues[V any](m map[string]V) []V {
+	out := make([]V, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+func dedupe(in []string) []string {
+	sort.Strings(in)
+	out := in[:0]
+	for i, s := range in {
+		if i == 0 || s != in[i-1] {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,95 @@
+// Package streaminfo records what happened to one request as it crossed the
+// proxy: the response flags Envoy defines, the route and upstream chosen,
+// timings and byte counts. Logs and metrics read it; the data path fills it.
+package streaminfo
+
+import (
+	"strings"
+	"time"
+)
+
+// Flags is a set of Envoy response flags.
+type Flags uint32
+
+// The flags, in the order Envoy prints them.
+const (
+	FailedLocalHealthCheck           Flags = 1 << iota // LH
+	NoHealthyUpstream                                  // UH
+	UpstreamRequestTimeout                             // UT
+	LocalReset                                         // LR
+	UpstreamRemoteReset                                // UR
+	UpstreamConnectionFailure                          // UF
+	UpstreamConnectionTermination                      // UC
+	UpstreamOverflow                                   // UO
+	NoRouteFound                                       // NR
+	DelayInjected                                      // DI
+	FaultInjected                                      // FI
+	RateLimited                                        // RL
+	UnauthorizedExternalService                        // UAEX
+	RateLimitServiceError                              // RLSE
+	DownstreamConnectionTermination                    // DC
+	UpstreamRetryLimitExceeded                         // URX
+	StreamIdleTimeout                                  // SI
+	InvalidEnvoyRequestHeaders                         // IH
+	DownstreamProtocolError                            // DPE
+	UpstreamMaxStreamDurationReached                   // UMSDR
+	ResponseFromCacheFilter                            // RFCF
+	NoFilterConfigFound                                // NFCF
+	DurationTimeout                                    // DT
+	UpstreamProtocolError                              // UPE
+	NoClusterFound                                     // NC
+	OverloadManager                                    // OM
+	DNSResolutionFailed                                // DF
+	DropOverLoad                                       // DO
+	DownstreamRemoteReset                              // DR
+	numFlags
+)
+
+var shortNames = [...]string{"LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX",
+	"RLSE", "DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR"}
+
+// String returns the flags as Envoy's %RESPONSE_FLAGS% prints them: short
+// codes joined by commas, or "-" when none is set.
+func (f Flags) String() string {
+	if f == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for i := 0; i < len(shortNames); i++ {
+		if f&(1<<i) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(shortNames[i])
+	}
+	return b.String()
+}
+
+// Info is one request's record. The data path reuses it across requests on
+// a connection, so consumers must copy what they keep.
+type Info struct {
+	Start          time.Time
+	Protocol       string // "HTTP/1.1", "HTTP/2"
+	Method         string
+	Path           string
+	Authority      string
+	RequestID      string
+	Downstream     string // remote address
+	RouteName      string
+	Cluster        string
+	UpstreamHost   string
+	ResponseCode   int
+	Flags          Flags
+	Details        string // response_code_details, e.g. "via_upstream", "route_not_found"
+	BytesReceived  int64
+	BytesSent      int64
+	UpstreamTime   time.Duration // until the upstream's response head
+	Duration       time.Duration
+	AttemptCount   int
+	UpstreamFailed string // transport failure reason
+}
+
+// Reset clears the record for the next request.
+func (i *Info) Reset() { *i = Info{} }

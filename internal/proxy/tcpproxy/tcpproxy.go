@@ -1,0 +1,170 @@
+// Package tcpproxy is Envoy's envoy.filters.network.tcp_proxy: it forwards
+// a downstream connection's bytes to a host of an upstream cluster.
+package tcpproxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"github.com/amime-mesh/amime/internal/proxy/cluster"
+	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+)
+
+// ClusterSource looks up clusters.
+type ClusterSource interface {
+	Get(name string) *cluster.Cluster
+}
+
+// Config is a compiled TcpProxy.
+type Config struct {
+	StatPrefix  string
+	clusters    []string
+	weights     []uint32
+	total       uint64
+	IdleTimeout time.Duration
+}
+
+// Compile checks a TcpProxy's values.
+func Compile(m *tcpv3.TcpProxy) (*Config, error) {
+	c := &Config{StatPrefix: m.GetStatPrefix(), IdleTimeout: time.Hour}
+	if m.GetStatPrefix() == "" {
+		return nil, fmt.Errorf("stat_prefix: must not be empty")
+	}
+	if d := m.GetIdleTimeout(); d != nil {
+		c.IdleTimeout = d.AsDuration()
+	}
+	switch cs := m.GetClusterSpecifier().(type) {
+	case *tcpv3.TcpProxy_Cluster:
+		if cs.Cluster == "" {
+			return nil, fmt.Errorf("cluster: must not be empty")
+		}
+		c.clusters, c.weights, c.total = []string{cs.Cluster}, []uint32{1}, 1
+	case *tcpv3.TcpProxy_WeightedClusters:
+		for i, wc := range cs.WeightedClusters.GetClusters() {
+			if wc.GetName() == "" {
+				return nil, fmt.Errorf("weighted_clusters.clusters[%d].name: must not be empty", i)
+			}
+			c.clusters = append(c.clusters, wc.GetName())
+			c.weights = append(c.weights, wc.GetWeight())
+			c.total += uint64(wc.GetWeight())
+		}
+		if c.total == 0 {
+			return nil, fmt.Errorf("weighted_clusters: total weight must be positive")
+		}
+	default:
+		return nil, fmt.Errorf("cluster_specifier: cluster or weighted_clusters is required")
+	}
+	return c, nil
+}
+
+// Rules lists the TcpProxy fields amime implements.
+func Rules() fieldcheck.Rules {
+	return fieldcheck.Rules{
+		"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                               {"stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "metadata_match"},
+		"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster":               {"clusters"},
+		"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight": {"name", "weight"},
+	}
+}
+
+// pick chooses a cluster by weight.
+func (c *Config) pick(r uint64) string {
+	if len(c.clusters) == 1 {
+		return c.clusters[0]
+	}
+	r %= c.total
+	for i, w := range c.weights {
+		if r < uint64(w) {
+			return c.clusters[i]
+		}
+		r -= uint64(w)
+	}
+	return c.clusters[len(c.clusters)-1]
+}
+
+// Handler serves connections for one Config.
+type Handler struct {
+	cfg      *Config
+	clusters ClusterSource
+	log      *slog.Logger
+}
+
+// New returns a Handler.
+func New(cfg *Config, clusters ClusterSource, log *slog.Logger) *Handler {
+	return &Handler{cfg: cfg, clusters: clusters, log: log}
+}
+
+// ServeConn forwards nc to an upstream host until either side closes.
+func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
+	defer nc.Close()
+	name := h.cfg.pick(rand.Uint64())
+	c := h.clusters.Get(name)
+	if c == nil {
+		h.log.Debug("tcp_proxy: no cluster", "cluster", name, "flags", "NC")
+		return
+	}
+	host := c.Pick(rand.Uint64())
+	if host == nil {
+		h.log.Debug("tcp_proxy: no healthy upstream", "cluster", name, "flags", "UH")
+		return
+	}
+	d := net.Dialer{Timeout: c.ConnectTimeout}
+	up, err := d.DialContext(ctx, "tcp", host.Addr)
+	if err != nil {
+		h.log.Debug("tcp_proxy: connect failed", "cluster", name, "host", host.Addr, "flags", "UF", "err", err)
+		return
+	}
+	defer up.Close()
+	host.Active.Add(1)
+	defer host.Active.Add(-1)
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close(); _ = up.Close() })
+	defer stop()
+	pipe(nc, up, h.cfg.IdleTimeout)
+}
+
+// pipe copies both ways; a half-close is passed on, and the idle timeout
+// ends a connection on which nothing moves.
+func pipe(a, b net.Conn, idle time.Duration) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		copyIdle(b, a, idle)
+	}()
+	copyIdle(a, b, idle)
+	wg.Wait()
+}
+
+func copyIdle(dst, src net.Conn, idle time.Duration) {
+	buf := make([]byte, 32<<10)
+	for {
+		if idle > 0 {
+			_ = src.SetReadDeadline(time.Now().Add(idle))
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				_ = src.Close()
+				return
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				if tc, ok := dst.(interface{ CloseWrite() error }); ok {
+					_ = tc.CloseWrite()
+					return
+				}
+			}
+			_ = dst.Close()
+			_ = src.Close()
+			return
+		}
+	}
+}

@@ -1,0 +1,172 @@
+// Package upstream holds connections from the proxy to upstream hosts: an
+// HTTP/1.1 connection pool per host, and HTTP/2 (h2c) clients.
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/amime-mesh/amime/internal/proxy/http1"
+)
+
+// bufSize is the per-connection read and write buffer size: large enough
+// for a typical head plus a small body in one syscall.
+const bufSize = 16 << 10
+
+// staleCheckAfter is how long a connection may sit idle before Get checks
+// that the host has not closed it. Under load connections are reused within
+// microseconds; a host's keep-alive timeout is seconds.
+const staleCheckAfter = 200 * time.Millisecond
+
+// Conn is one HTTP/1.1 connection to a host, used by one request at a time.
+type Conn struct {
+	nc        net.Conn
+	R         *bufio.Reader
+	W         *bufio.Writer
+	Resp      http1.ResponseHead
+	Body      http1.BodyReader
+	pool      *Pool
+	idleSince time.Time
+	// Reused is true when the connection served a request before.
+	Reused bool
+}
+
+// NetConn returns the underlying connection (for deadlines and upgrades).
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// Pool is the HTTP/1.1 connection pool of one upstream host.
+type Pool struct {
+	Addr           string
+	ConnectTimeout time.Duration
+	MaxIdle        int
+
+	mu     sync.Mutex
+	idle   []*Conn
+	closed bool
+
+	// Open counts open connections (idle and busy).
+	Open atomic.Int64
+	// Created counts connections made over the pool's life.
+	Created atomic.Uint64
+}
+
+// NewPool returns a pool for addr ("ip:port").
+func NewPool(addr string, connectTimeout time.Duration) *Pool {
+	return &Pool{Addr: addr, ConnectTimeout: connectTimeout, MaxIdle: 1024}
+}
+
+// ErrConnect marks a failure to establish a connection (Envoy's UF).
+var ErrConnect = errors.New("upstream connect error")
+
+// Get returns an idle connection or dials a new one.
+func (p *Pool) Get(ctx context.Context) (*Conn, error) {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			break
+		}
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		if now.Sub(c.idleSince) < staleCheckAfter || alive(c.nc) {
+			return c, nil
+		}
+		p.discard(c)
+	}
+	return p.dial(ctx)
+}
+
+func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	d := net.Dialer{Timeout: p.ConnectTimeout}
+	nc, err := d.DialContext(ctx, "tcp", p.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConnect, p.Addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	p.Open.Add(1)
+	p.Created.Add(1)
+	return &Conn{nc: nc, R: bufio.NewReaderSize(nc, bufSize), W: bufio.NewWriterSize(nc, bufSize), pool: p}, nil
+}
+
+// Put returns a connection whose last response was read to its end and
+// allows reuse.
+func (p *Pool) Put(c *Conn) {
+	if c.R.Buffered() > 0 {
+		// The host sent bytes past the response: the connection is out of sync.
+		p.discard(c)
+		return
+	}
+	c.idleSince = time.Now()
+	c.Reused = true
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.MaxIdle {
+		p.mu.Unlock()
+		p.discard(c)
+		return
+	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// Discard closes a connection that must not be reused.
+func (p *Pool) Discard(c *Conn) { p.discard(c) }
+
+func (p *Pool) discard(c *Conn) {
+	_ = c.nc.Close()
+	p.Open.Add(-1)
+}
+
+// Close closes idle connections; busy ones are closed when returned.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.closed = true
+	p.mu.Unlock()
+	for _, c := range idle {
+		p.discard(c)
+	}
+}
+
+// Idle returns the number of idle connections.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// alive peeks at an idle connection without blocking: a closed (EOF) or
+// chatty connection is not reusable.
+func alive(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var buf [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ok = n < 0 && (err == unix.EAGAIN || err == unix.EWOULDBLOCK)
+		return true
+	})
+	return ok
+}

@@ -1,0 +1,43 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// H2 is an HTTP/2 cleartext (h2c) client of one upstream host. Streams
+// are multiplexed over its connections by golang.org/x/net/http2.
+type H2 struct {
+	Addr string
+	t    *http2.Transport
+}
+
+// NewH2 returns an h2c client for addr.
+func NewH2(addr string, connectTimeout time.Duration) *H2 {
+	return &H2{
+		Addr: addr,
+		t: &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
+				d := net.Dialer{Timeout: connectTimeout}
+				return d.DialContext(ctx, network, a)
+			},
+			// Detect dead connections: ping after 30 s without frames.
+			ReadIdleTimeout: 30 * time.Second,
+			PingTimeout:     5 * time.Second,
+		},
+	}
+}
+
+// RoundTrip sends one request.
+func (c *H2) RoundTrip(req *http.Request) (*http.Response, error) {
+	return c.t.RoundTrip(req)
+}
+
+// Close closes idle connections.
+func (c *H2) Close() { c.t.CloseIdleConnections() }
