@@ -78,6 +78,7 @@ refused with their path, never ignored.`,
 	f.StringVar(&serviceNode, "service-cluster", "", "xDS node cluster")
 	f.StringVar(&opts.AdminAddr, "admin-addr", "", "admin listener address (default: the bootstrap's admin address; none if unset)")
 	f.StringVar(&opts.HealthAddr, "health-addr", "", "health endpoint address serving /healthz/ready (Istio uses :15021); empty disables it")
+	f.StringVar(&opts.PrometheusAddr, "prometheus-addr", "", "address serving /stats/prometheus (Istio uses :15090); empty disables it")
 	f.DurationVar(&opts.DrainDuration, "drain-duration", 5*time.Second, "on SIGTERM, how long in-flight requests may take before connections are closed")
 	return cmd
 }

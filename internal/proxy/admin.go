@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -38,6 +41,11 @@ func (p *Proxy) startAdmin(ctx context.Context) (string, error) {
 		mux.HandleFunc("GET /server_info", p.handleServerInfo)
 		mux.HandleFunc("POST /quitquitquit", p.handleQuit)
 		mux.HandleFunc("POST /drain_listeners", p.handleDrain)
+		// Go's profiler, for the profiles the performance work is driven by.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		a, err := p.serveHTTP(ctx, "admin", addr, mux)
 		if err != nil {
 			return "", err
@@ -158,13 +166,19 @@ func (p *Proxy) handleConfigDump(w http.ResponseWriter, r *http.Request) {
 	for _, c := range configs {
 		dump.Configs = append(dump.Configs, mustAny(c))
 	}
-	out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
+	out, err := protojson.Marshal(dump)
+	var pretty bytes.Buffer
+	if err == nil {
+		// protojson varies its whitespace on purpose; re-indent for a stable,
+		// readable document.
+		err = json.Indent(&pretty, out, "", "  ")
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(out)
+	_, _ = w.Write(pretty.Bytes())
 }
 
 type xdsVersions struct{ cds, lds, rds, eds string }

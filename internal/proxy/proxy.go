@@ -43,6 +43,8 @@ type Options struct {
 	AdminAddr string
 	// HealthAddr serves /healthz/ready (Istio's 15021); "" disables it.
 	HealthAddr string
+	// PrometheusAddr serves /stats/prometheus (Istio's 15090); "" disables it.
+	PrometheusAddr string
 	// DrainDuration bounds how long SIGTERM waits for in-flight requests.
 	DrainDuration time.Duration
 	Log           *slog.Logger
@@ -208,7 +210,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.mu.Unlock()
 
 	admin, err := p.startAdmin(runCtx)
+	if err == nil && p.opts.PrometheusAddr != "" {
+		err = p.startPrometheus(runCtx, p.opts.PrometheusAddr)
+	}
 	if err != nil {
+		cancel()
+		p.wg.Wait()
 		p.shutdownListeners()
 		return err
 	}

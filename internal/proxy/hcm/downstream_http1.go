@@ -85,7 +85,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 		ok := st.serve(&req, d)
 		// Keep the list's storage, grown by the core, for the next request.
 		head.Headers = req.r.Headers[:0]
-		if ok && kind != http1.BodyNone && !bodyDone(&body) {
+		if ok && kind != http1.BodyNone && !body.Done() {
 			// Local reply before the body was read: discard a bounded amount.
 			if m, err := io.CopyN(io.Discard, &body, maxDrainBody+1); err != io.EOF || m > maxDrainBody {
 				ok = false
@@ -95,12 +95,6 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 			return
 		}
 	}
-}
-
-func bodyDone(b *http1.BodyReader) bool {
-	var p [1]byte
-	n, err := b.Read(p[:0])
-	return n == 0 && err == io.EOF
 }
 
 // fillRequest maps an HTTP/1.1 head onto the core's request. It reports
