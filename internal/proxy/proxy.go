@@ -395,10 +395,24 @@ func (p *Proxy) OnUpdate(typeURL string, resources map[string]*anypb.Any) error 
 		p.log.Warn("config rejected", "type", typeURL, "err", err)
 		return err
 	}
-	if p.gotCDS.Load() && p.gotLDS.Load() && len(p.warming) == 0 {
+	if !p.initDone.Load() && p.gotCDS.Load() && p.gotLDS.Load() && len(p.warming) == 0 && p.edsWarm() {
 		p.initDone.Store(true)
 	}
 	return nil
+}
+
+// edsWarm reports whether every EDS cluster has received its first
+// assignment: Envoy does not finish initializing before that. Called with
+// p.mu held.
+func (p *Proxy) edsWarm() bool {
+	for _, c := range p.clusters.All() {
+		if c.Discovery == cluster.EDS {
+			if _, ok := p.endpoints[c.EDSServiceName]; !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func count(err error, ok, rejected *atomic.Uint64) {
