@@ -60,9 +60,6 @@ type Server struct {
 	streams map[int64]string // stream id -> node id
 	proxies map[string]*proxyState
 	version uint64
-	// changedAt is when the oldest change not yet pushed happened, for the
-	// convergence metric.
-	changedAt time.Time
 }
 
 type pushRequest struct {
@@ -137,7 +134,6 @@ func (s *Server) Run(ctx context.Context) {
 		timer    *time.Timer
 		timerC   <-chan time.Time
 		first    time.Time
-		last     time.Time
 		reasons  = map[string]int{}
 		oldestAt time.Time
 	)
@@ -154,7 +150,6 @@ func (s *Server) Run(ctx context.Context) {
 				first = now
 				oldestAt = p.at
 			}
-			last = now
 			reasons[p.reason]++
 			wait := s.opts.Debounce
 			if deadline := first.Add(s.opts.MaxDelay); now.Add(wait).After(deadline) {
@@ -168,7 +163,6 @@ func (s *Server) Run(ctx context.Context) {
 			timerC = timer.C
 		case <-timerC:
 			timerC = nil
-			_ = last
 			s.pushAll(reasons, oldestAt)
 			first, oldestAt = time.Time{}, time.Time{}
 			reasons = map[string]int{}
