@@ -166,7 +166,8 @@ func (p *Proxy) handleConfigDump(w http.ResponseWriter, r *http.Request) {
 	for _, c := range configs {
 		dump.Configs = append(dump.Configs, mustAny(c))
 	}
-	out, err := protojson.Marshal(dump)
+	// Proto field names (static_clusters), as Envoy prints them.
+	out, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(dump)
 	var pretty bytes.Buffer
 	if err == nil {
 		// protojson varies its whitespace on purpose; re-indent for a stable,

@@ -44,10 +44,19 @@ func Parse(data []byte) (*bootstrapv3.Bootstrap, error) {
 			return nil, fmt.Errorf("yaml: %w", err)
 		}
 	}
+	if string(bytes.TrimSpace(js)) == "null" {
+		// A YAML document of only comments or "---".
+		return nil, fmt.Errorf("empty document")
+	}
 	b := &bootstrapv3.Bootstrap{}
 	if err := protojson.Unmarshal(js, b); err != nil {
-		// protojson prefixes messages with "proto: "; the rest names the field.
-		return nil, fmt.Errorf("decode: %s", strings.TrimPrefix(err.Error(), "proto: "))
+		if where, ok := locate(js, b.ProtoReflect().Descriptor()); ok {
+			return nil, fmt.Errorf("%s", where)
+		}
+		// protojson prefixes its messages with "proto:" and a space that is
+		// sometimes a non-breaking one.
+		msg := strings.TrimLeft(strings.TrimPrefix(err.Error(), "proto:"), " \u00a0")
+		return nil, fmt.Errorf("decode: %s", msg)
 	}
 	return b, nil
 }

@@ -35,7 +35,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	br := bufio.NewReaderSize(nc, 16<<10)
 	bw := bufio.NewWriterSize(nc, 16<<10)
 	st := newStream(h, ctx, nc)
-	d := &h1Down{bw: bw, nc: nc, br: br}
+	d := &h1Down{bw: bw, nc: nc, br: br, conns: h.env.Conns}
 	var req request
 	var head http1.RequestHead
 	var body http1.BodyReader
@@ -186,6 +186,7 @@ func lingerClose(nc net.Conn) {
 
 // h1Down writes a response on an HTTP/1.1 downstream connection.
 type h1Down struct {
+	conns     *ConnTracker
 	nc        net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -225,6 +226,11 @@ func (d *h1Down) writeHead(status int, h header.List, bodyLen int64) error {
 		if !h.Has("content-length") {
 			h.Add("content-length", strconv.FormatInt(bodyLen, 10))
 		}
+	}
+	if status != 101 && d.conns.Draining() {
+		// Envoy closes HTTP/1.1 connections while draining, saying so on
+		// every response so keep-alive clients do not race the close.
+		d.keepAlive = false
 	}
 	if status == 101 {
 		// connection: upgrade is already in h.
