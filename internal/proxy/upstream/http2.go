@@ -23,6 +23,10 @@ func NewH2(addr string, connectTimeout time.Duration) *H2 {
 		Addr: addr,
 		t: &http2.Transport{
 			AllowHTTP: true,
+			// A proxy passes content codings through: without this the
+			// transport would ask for gzip on requests that did not, and
+			// decompress the answer.
+			DisableCompression: true,
 			DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
 				d := net.Dialer{Timeout: connectTimeout}
 				return d.DialContext(ctx, network, a)
