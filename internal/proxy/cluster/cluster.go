@@ -55,26 +55,56 @@ type Cluster struct {
 	LB             clusterv3.Cluster_LbPolicy
 	// DNS settings for STRICT_DNS / LOGICAL_DNS.
 	DNSRefresh time.Duration
+	dnsFamily  clusterv3.Cluster_DnsLookupFamily
 	dnsTargets []dnsTarget
 
 	config *clusterv3.Cluster
 	hosts  atomic.Pointer[HostSet]
-	rr     atomic.Uint64
 }
 
+// dnsTarget is one endpoint of a DNS cluster. Only the resolver goroutine
+// of the cluster touches ips once resolution has started.
 type dnsTarget struct {
-	host string
-	port int
+	host     string
+	port     int
+	le       *endpointv3.LocalityLbEndpoints // priority and locality
+	lb       *endpointv3.LbEndpoint          // weight, health status, hostname
+	ips      []net.IP                        // last good answer
+	resolved bool
 }
+
+// Envoy's defaults for the knobs amime does not expose
+// (ClusterLoadAssignment.Policy.overprovisioning_factor and
+// CommonLbConfig.healthy_panic_threshold).
+const (
+	overprovisioningFactor = 140 // percent
+	panicThreshold         = 50  // percent
+)
 
 // HostSet is an immutable view of a cluster's endpoints.
 type HostSet struct {
+	// All is every host of every priority, in configuration order.
 	All []*Host
-	// Healthy hosts the balancer picks from (falls back to All when none
-	// is healthy, as Envoy's panic threshold does at 0 healthy).
+	// Healthy is every host EDS reports HEALTHY or UNKNOWN.
 	Healthy []*Host
-	// schedule expands weights for weighted round robin.
+	// targets split traffic between priorities (and between their healthy
+	// and degraded hosts) the way Envoy's priority load does; upTo is the
+	// cumulative percentage.
+	targets []target
+}
+
+type target struct {
+	upTo uint64
+	p    *picker
+}
+
+// picker balances over one list of hosts.
+type picker struct {
+	hosts []*Host
+	// schedule expands weights for weighted round robin (nil when all
+	// weights are equal).
 	schedule []*Host
+	rr       atomic.Uint64
 }
 
 // Host is one upstream endpoint.
@@ -82,7 +112,12 @@ type Host struct {
 	Addr     string // "ip:port"
 	Hostname string
 	Weight   uint32
-	Healthy  bool
+	// Healthy is EDS health status HEALTHY or UNKNOWN.
+	Healthy bool
+	// Degraded is EDS health status DEGRADED: used only when there are not
+	// enough healthy hosts.
+	Degraded bool
+	Priority uint32
 	Locality *corev3.Locality
 
 	// Active counts requests in flight, for LEAST_REQUEST.
@@ -104,48 +139,55 @@ func (c *Cluster) Hosts() *HostSet {
 }
 
 // Pick chooses a host for one request, or nil when the cluster has none.
-// hash is used by RANDOM (a per-request random number).
+// random is a per-request random number: its value mod 100 picks the
+// priority (Envoy's choosePriority), the rest feeds RANDOM and
+// LEAST_REQUEST.
 func (c *Cluster) Pick(random uint64) *Host {
 	hs := c.hosts.Load()
-	if hs == nil || len(hs.All) == 0 {
+	if hs == nil || len(hs.targets) == 0 {
 		return nil
 	}
-	hosts := hs.Healthy
-	if len(hosts) == 0 {
-		hosts = hs.All
+	p := hs.targets[0].p
+	if len(hs.targets) > 1 {
+		n := random%100 + 1
+		for _, t := range hs.targets {
+			if n <= t.upTo {
+				p = t.p
+				break
+			}
+		}
 	}
+	hosts := p.hosts
+	if len(hosts) == 0 {
+		return nil
+	}
+	r := random / 100
 	switch c.LB {
 	case clusterv3.Cluster_LEAST_REQUEST:
 		if len(hosts) == 1 {
 			return hosts[0]
 		}
 		// Power of two choices, Envoy's default choice_count 2.
-		a := hosts[random%uint64(len(hosts))]
-		b := hosts[(random>>32)%uint64(len(hosts))]
+		a := hosts[r%uint64(len(hosts))]
+		b := hosts[(r>>32)%uint64(len(hosts))]
 		if b.Active.Load() < a.Active.Load() {
 			return b
 		}
 		return a
 	case clusterv3.Cluster_RANDOM:
-		return hosts[random%uint64(len(hosts))]
+		return hosts[r%uint64(len(hosts))]
 	default:
-		if len(hs.Healthy) > 0 && hs.schedule != nil {
-			return hs.schedule[c.rr.Add(1)%uint64(len(hs.schedule))]
+		if p.schedule != nil {
+			return p.schedule[p.rr.Add(1)%uint64(len(p.schedule))]
 		}
-		return hosts[c.rr.Add(1)%uint64(len(hosts))]
+		return hosts[p.rr.Add(1)%uint64(len(hosts))]
 	}
 }
 
 // SetEndpoints replaces the endpoint set, keeping Host objects (and their
-// pools) whose address is unchanged.
+// pools) whose address and attributes are unchanged.
 func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
-	old := map[string]*Host{}
-	if hs := c.hosts.Load(); hs != nil {
-		for _, h := range hs.All {
-			old[h.Addr] = h
-		}
-	}
-	hs, err := buildHostSet(cla, old)
+	hs, err := c.buildEndpoints(cla)
 	if err != nil {
 		return err
 	}
@@ -153,26 +195,21 @@ func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 	return nil
 }
 
-// setHosts is used by DNS resolution.
-func (c *Cluster) setHosts(hosts []*Host) {
-	c.hosts.Store(newHostSet(hosts))
+func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment) (*HostSet, error) {
+	old := map[string]*Host{}
+	if hs := c.hosts.Load(); hs != nil {
+		for _, h := range hs.All {
+			old[h.Addr] = h
+		}
+	}
+	return buildHostSet(cla, old)
 }
 
 func buildHostSet(cla *endpointv3.ClusterLoadAssignment, old map[string]*Host) (*HostSet, error) {
-	// Envoy balances over the lowest priority with healthy hosts.
-	best := -1
-	for _, le := range cla.GetEndpoints() {
-		p := int(le.GetPriority())
-		for _, lb := range le.GetLbEndpoints() {
-			if routable(lb.GetHealthStatus()) && (best < 0 || p < best) {
-				best = p
-			}
-		}
-	}
 	var hosts []*Host
 	for i, le := range cla.GetEndpoints() {
-		if best >= 0 && int(le.GetPriority()) != best {
-			continue
+		if err := checkLocality(i, le); err != nil {
+			return nil, err
 		}
 		for j, lb := range le.GetLbEndpoints() {
 			ep := lb.GetEndpoint()
@@ -188,47 +225,194 @@ func buildHostSet(cla *endpointv3.ClusterLoadAssignment, old map[string]*Host) (
 				return nil, fmt.Errorf("endpoints[%d].lb_endpoints[%d].endpoint.address.socket_address.address: %q is not an IP address", i, j, sa.GetAddress())
 			}
 			addr := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(port.PortValue)))
-			w := lb.GetLoadBalancingWeight().GetValue()
-			if w == 0 {
-				w = 1
-			}
-			healthy := routable(lb.GetHealthStatus())
-			h := old[addr]
-			if h == nil || h.Weight != w || h.Healthy != healthy {
-				nh := &Host{Addr: addr, Hostname: ep.GetHostname(), Weight: w, Healthy: healthy, Locality: le.GetLocality()}
-				if h != nil {
-					// Keep the pool so a health or weight change does not drop connections.
-					if p := h.Pool.Load(); p != nil {
-						nh.Pool.Store(p)
-					}
-				}
-				h = nh
-			}
-			hosts = append(hosts, h)
+			hosts = append(hosts, reuseHost(old[addr], &Host{
+				Addr:     addr,
+				Hostname: ep.GetHostname(),
+				Weight:   max(lb.GetLoadBalancingWeight().GetValue(), 1),
+				Healthy:  routable(lb.GetHealthStatus()),
+				Degraded: lb.GetHealthStatus() == corev3.HealthStatus_DEGRADED,
+				Priority: le.GetPriority(),
+				Locality: le.GetLocality(),
+			}))
 		}
 	}
 	return newHostSet(hosts), nil
 }
 
+// maxPriority is Envoy's limit on LocalityLbEndpoints.priority.
+const maxPriority = 128
+
+// checkLocality applies Envoy's limits (its proto validation rules) to a
+// LocalityLbEndpoints and the weights of its endpoints.
+func checkLocality(i int, le *endpointv3.LocalityLbEndpoints) error {
+	if le.GetPriority() > maxPriority {
+		return fmt.Errorf("endpoints[%d].priority: must be at most %d", i, maxPriority)
+	}
+	if w := le.GetLoadBalancingWeight(); w != nil && w.GetValue() < 1 {
+		return fmt.Errorf("endpoints[%d].load_balancing_weight: must be at least 1", i)
+	}
+	for j, lb := range le.GetLbEndpoints() {
+		if w := lb.GetLoadBalancingWeight(); w != nil && w.GetValue() < 1 {
+			return fmt.Errorf("endpoints[%d].lb_endpoints[%d].load_balancing_weight: must be at least 1", i, j)
+		}
+	}
+	return nil
+}
+
+// reuseHost returns old when it describes the same endpoint as nh, so its
+// counters and pool carry on; otherwise nh, inheriting old's pool so a
+// health or weight change does not drop connections. Hosts are shared with
+// requests in flight, so they are never modified in place.
+func reuseHost(old, nh *Host) *Host {
+	if old == nil {
+		return nh
+	}
+	if old.Hostname == nh.Hostname && old.Weight == nh.Weight && old.Healthy == nh.Healthy &&
+		old.Degraded == nh.Degraded && old.Priority == nh.Priority && proto.Equal(old.Locality, nh.Locality) {
+		return old
+	}
+	if p := old.Pool.Load(); p != nil {
+		nh.Pool.Store(p)
+	}
+	return nh
+}
+
+// routable reports the EDS health statuses Envoy treats as healthy: TIMEOUT,
+// UNHEALTHY and DRAINING are failed_eds_health, DEGRADED is degraded.
 func routable(s corev3.HealthStatus) bool {
 	return s == corev3.HealthStatus_UNKNOWN || s == corev3.HealthStatus_HEALTHY
 }
 
+// newHostSet computes Envoy's priority load for hosts: each priority's
+// availability is its share of healthy (then degraded) hosts times the
+// overprovisioning factor, load goes to priorities in order until 100% is
+// placed, a priority whose healthy share is under the panic threshold
+// balances over all its hosts when the total is short of 100%, and when
+// every priority is in panic the load follows the host counts.
+// See Envoy's arch overview, load_balancing/priority and panic_threshold.
 func newHostSet(hosts []*Host) *HostSet {
 	hs := &HostSet{All: hosts}
-	weighted := false
+	maxP := -1
 	for _, h := range hosts {
 		if h.Healthy {
 			hs.Healthy = append(hs.Healthy, h)
-			if h.Weight != hs.Healthy[0].Weight {
-				weighted = true
+		}
+		maxP = max(maxP, int(h.Priority))
+	}
+	if maxP < 0 {
+		return hs
+	}
+	type level struct{ all, healthy, degraded []*Host }
+	levels := make([]level, maxP+1)
+	for _, h := range hosts {
+		l := &levels[h.Priority]
+		l.all = append(l.all, h)
+		switch {
+		case h.Healthy:
+			l.healthy = append(l.healthy, h)
+		case h.Degraded:
+			l.degraded = append(l.degraded, h)
+		}
+	}
+	n := len(levels)
+	health, degraded := make([]uint64, n), make([]uint64, n)
+	var total uint64
+	for i, l := range levels {
+		if len(l.all) > 0 {
+			health[i] = min(100, overprovisioningFactor*uint64(len(l.healthy))/uint64(len(l.all)))
+			degraded[i] = min(100, overprovisioningFactor*uint64(len(l.degraded))/uint64(len(l.all)))
+		}
+		total += health[i] + degraded[i]
+	}
+	total = min(total, 100)
+	healthyLoad, degradedLoad := make([]uint64, n), make([]uint64, n)
+	if total > 0 {
+		firstH, rest := distributeLoad(healthyLoad, health, 100, total)
+		firstD, rest := distributeLoad(degradedLoad, degraded, rest, total)
+		if rest > 0 {
+			if firstH >= 0 {
+				healthyLoad[firstH] += rest
+			} else {
+				degradedLoad[firstD] += rest
 			}
 		}
 	}
-	if weighted {
-		hs.schedule = schedule(hs.Healthy)
+	inPanic := make([]bool, n)
+	totalPanic := true
+	for i, l := range levels {
+		// A priority (an empty one too) panics when under the threshold,
+		// unless the priorities together are healthy enough (normalized
+		// total 100%).
+		inPanic[i] = total < 100 && (len(l.all) == 0 ||
+			uint64(len(l.healthy)+len(l.degraded))*100 < panicThreshold*uint64(len(l.all)))
+		totalPanic = totalPanic && inPanic[i]
+	}
+	if totalPanic {
+		rest := uint64(100)
+		first := -1
+		for i, l := range levels {
+			if first < 0 && len(l.all) > 0 {
+				first = i
+			}
+			healthyLoad[i] = 100 * uint64(len(l.all)) / uint64(len(hosts))
+			degradedLoad[i] = 0
+			rest -= healthyLoad[i]
+		}
+		healthyLoad[first] += rest
+	}
+	var upTo uint64
+	add := func(load uint64, hosts []*Host) {
+		if load == 0 {
+			return
+		}
+		upTo += load
+		hs.targets = append(hs.targets, target{upTo: upTo, p: newPicker(hosts)})
+	}
+	// A priority in panic balances over all its hosts whichever load
+	// (healthy or degraded) chose it.
+	for i, l := range levels {
+		if inPanic[i] {
+			add(healthyLoad[i], l.all)
+		} else {
+			add(healthyLoad[i], l.healthy)
+		}
+	}
+	for i, l := range levels {
+		if inPanic[i] {
+			add(degradedLoad[i], l.all)
+		} else {
+			add(degradedLoad[i], l.degraded)
+		}
 	}
 	return hs
+}
+
+// distributeLoad is Envoy's: give each priority its availability share of
+// what is left, in priority order.
+func distributeLoad(load, avail []uint64, total, normalized uint64) (first int, rest uint64) {
+	first = -1
+	for i, a := range avail {
+		if first < 0 && a > 0 {
+			first = i
+		}
+		load[i] = min(total, a*100/normalized)
+		total -= load[i]
+	}
+	return first, total
+}
+
+func newPicker(hosts []*Host) *picker {
+	p := &picker{hosts: hosts}
+	for _, h := range hosts {
+		if h.Weight != hosts[0].Weight {
+			p.schedule = schedule(hosts)
+			break
+		}
+	}
+	// Start each new set at a random place, as Envoy does, so frequent
+	// updates do not send every first request to the same host.
+	p.rr.Store(rand.Uint64())
+	return p
 }
 
 // schedule interleaves hosts by weight (smooth weighted round robin, run
@@ -299,9 +483,19 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 	}
 	if d := cfg.GetConnectTimeout(); d != nil {
 		c.ConnectTimeout = d.AsDuration()
+		if c.ConnectTimeout <= 0 {
+			return nil, fmt.Errorf("connect_timeout: must be greater than 0s")
+		}
 	}
 	if d := cfg.GetDnsRefreshRate(); d != nil {
 		c.DNSRefresh = d.AsDuration()
+		if c.DNSRefresh <= time.Millisecond {
+			return nil, fmt.Errorf("dns_refresh_rate: must be greater than 1ms")
+		}
+	}
+	c.dnsFamily = cfg.GetDnsLookupFamily()
+	if _, ok := clusterv3.Cluster_DnsLookupFamily_name[int32(c.dnsFamily)]; !ok {
+		return nil, fmt.Errorf("dns_lookup_family: unknown value %d", c.dnsFamily)
 	}
 	switch cfg.GetLbPolicy() {
 	case clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST, clusterv3.Cluster_RANDOM:
@@ -327,6 +521,10 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 		}
 	case clusterv3.Cluster_ORIGINAL_DST:
 		c.Discovery = OriginalDst
+		if cfg.GetLbPolicy() != clusterv3.Cluster_CLUSTER_PROVIDED {
+			// Envoy: "LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST".
+			return nil, fmt.Errorf("lb_policy: %s is not valid for type ORIGINAL_DST, only CLUSTER_PROVIDED is", cfg.GetLbPolicy())
+		}
 	default:
 		return nil, fmt.Errorf("type: %s is not supported by amime", cfg.GetType())
 	}
@@ -354,13 +552,16 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 			return nil, fmt.Errorf("load_assignment.%w", err)
 		}
 	case StrictDNS, LogicalDNS:
-		for i, le := range cfg.GetLoadAssignment().GetEndpoints() {
+		for i, le := range c.config.GetLoadAssignment().GetEndpoints() {
+			if err := checkLocality(i, le); err != nil {
+				return nil, fmt.Errorf("load_assignment.%w", err)
+			}
 			for j, lb := range le.GetLbEndpoints() {
 				sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
-				if sa == nil || sa.GetPortValue() == 0 {
+				if sa.GetAddress() == "" || sa.GetPortValue() == 0 {
 					return nil, fmt.Errorf("load_assignment.endpoints[%d].lb_endpoints[%d].endpoint.address.socket_address: address and port_value required", i, j)
 				}
-				c.dnsTargets = append(c.dnsTargets, dnsTarget{host: sa.GetAddress(), port: int(sa.GetPortValue())})
+				c.dnsTargets = append(c.dnsTargets, dnsTarget{host: sa.GetAddress(), port: int(sa.GetPortValue()), le: le, lb: lb})
 			}
 		}
 		if len(c.dnsTargets) == 0 {

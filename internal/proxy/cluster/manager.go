@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -116,10 +116,11 @@ func ValidateEndpoints(clas []*endpointv3.ClusterLoadAssignment) error {
 }
 
 // SetEndpoints records the full EDS state and applies it to EDS clusters.
+// Nothing changes when an assignment is rejected.
 func (m *Manager) SetEndpoints(clas map[string]*endpointv3.ClusterLoadAssignment) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.endpoints = clas
+	next := map[*Cluster]*HostSet{}
 	for _, c := range *m.current.Load() {
 		if c.Discovery != EDS {
 			continue
@@ -128,9 +129,15 @@ func (m *Manager) SetEndpoints(clas map[string]*endpointv3.ClusterLoadAssignment
 		if cla == nil {
 			cla = &endpointv3.ClusterLoadAssignment{ClusterName: c.EDSServiceName}
 		}
-		if err := c.SetEndpoints(cla); err != nil {
+		hs, err := c.buildEndpoints(cla)
+		if err != nil {
 			return fmt.Errorf("cluster_load_assignment %q: %w", c.EDSServiceName, err)
 		}
+		next[c] = hs
+	}
+	m.endpoints = clas
+	for c, hs := range next {
+		c.hosts.Store(hs)
 	}
 	return nil
 }
@@ -178,31 +185,88 @@ func (m *Manager) startDNS(ctx context.Context, c *Cluster) {
 }
 
 func (m *Manager) resolveOnce(ctx context.Context, c *Cluster) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var hosts []*Host
-	old := map[string]*Host{}
-	for _, h := range c.Hosts().All {
-		old[h.Addr] = h
-	}
-	for _, t := range c.dnsTargets {
-		ips, err := m.resolver.LookupIPAddr(ctx, t.host)
+	// Each target keeps its last good answer when its lookup fails, as
+	// Envoy's strict DNS resolve targets do; the others still update.
+	changed := false
+	for i := range c.dnsTargets {
+		t := &c.dnsTargets[i]
+		ips, err := m.lookup(ctx, c.dnsFamily, t.host)
 		if err != nil {
-			// Keep the last good answer, as Envoy does on resolution failure.
+			if ctx.Err() != nil {
+				return // stopped: Close, or the cluster left the set
+			}
 			m.log.Warn("dns resolution failed", "cluster", c.Name, "host", t.host, "err", err)
-			return
+			continue
 		}
 		if c.Discovery == LogicalDNS && len(ips) > 1 {
 			ips = ips[:1]
 		}
-		for _, ip := range ips {
-			addr := net.JoinHostPort(ip.IP.String(), strconv.Itoa(t.port))
-			h := old[addr]
-			if h == nil {
-				h = &Host{Addr: addr, Hostname: t.host, Weight: 1, Healthy: true}
+		t.ips, t.resolved, changed = ips, true, true
+	}
+	if !changed {
+		return
+	}
+	// The resolved addresses stand in for the names; each host keeps its
+	// endpoint's weight, health status, priority and locality.
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: c.Name}
+	for _, t := range c.dnsTargets {
+		if !t.resolved {
+			continue
+		}
+		le := &endpointv3.LocalityLbEndpoints{Locality: t.le.GetLocality(), Priority: t.le.GetPriority()}
+		for _, ip := range t.ips {
+			lb := proto.Clone(t.lb).(*endpointv3.LbEndpoint)
+			ep := lb.GetEndpoint()
+			if ep.GetHostname() == "" {
+				ep.Hostname = t.host
 			}
-			hosts = append(hosts, h)
+			ep.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: ip.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(t.port)},
+			}}}
+			le.LbEndpoints = append(le.LbEndpoints, lb)
+		}
+		cla.Endpoints = append(cla.Endpoints, le)
+	}
+	if err := c.SetEndpoints(cla); err != nil {
+		// New checked the endpoints' values; an address from the resolver
+		// is always an IP.
+		m.log.Error("dns hosts rejected", "cluster", c.Name, "err", err)
+	}
+}
+
+// lookup resolves host for the cluster's dns_lookup_family (Envoy's
+// default AUTO: IPv6, falling back to IPv4).
+func (m *Manager) lookup(ctx context.Context, family clusterv3.Cluster_DnsLookupFamily, host string) ([]net.IP, error) {
+	var order []string
+	switch family {
+	case clusterv3.Cluster_V4_ONLY:
+		order = []string{"ip4"}
+	case clusterv3.Cluster_V6_ONLY:
+		order = []string{"ip6"}
+	case clusterv3.Cluster_V4_PREFERRED:
+		order = []string{"ip4", "ip6"}
+	case clusterv3.Cluster_ALL:
+		order = []string{"ip"}
+	default: // AUTO
+		order = []string{"ip6", "ip4"}
+	}
+	var err error
+	for _, network := range order {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// Each family gets its own time, so a server that never answers
+		// AAAA queries still leaves time for the IPv4 fallback.
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var ips []net.IP
+		ips, err = m.resolver.LookupIP(qctx, network, host)
+		cancel()
+		if err == nil && len(ips) > 0 {
+			return ips, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("lookup %s: no %s address", host, network)
 		}
 	}
-	c.setHosts(hosts)
+	return nil, err
 }

@@ -5,7 +5,7 @@
 package listener
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -55,7 +57,12 @@ type Compiled struct {
 	chains        []*chain
 	defaultChain  *chain
 	httpInspector bool
-	Config        *listenerv3.Listener
+	// filterTimeout bounds the listener filters (listener_filters_timeout,
+	// 15s by default, 0 for none); when it fires the connection is closed
+	// unless continueOnTimeout.
+	filterTimeout     time.Duration
+	continueOnTimeout bool
+	Config            *listenerv3.Listener
 }
 
 type chain struct {
@@ -72,7 +79,7 @@ type chain struct {
 func Rules() fieldcheck.Rules {
 	return fieldcheck.Merge(fieldcheck.Rules{
 		"envoy.config.listener.v3.Listener": {"name", "address", "stat_prefix", "filter_chains", "default_filter_chain",
-			"listener_filters", "traffic_direction", "metadata", "bind_to_port", "continue_on_listener_filters_timeout"},
+			"listener_filters", "traffic_direction", "metadata", "bind_to_port", "listener_filters_timeout", "continue_on_listener_filters_timeout"},
 		"envoy.config.listener.v3.FilterChain":                              {"filter_chain_match", "filters", "name", "metadata"},
 		"envoy.config.listener.v3.FilterChainMatch":                         {"destination_port", "prefix_ranges", "transport_protocol", "application_protocols"},
 		"envoy.config.listener.v3.Filter":                                   {"name", "typed_config"},
@@ -101,7 +108,14 @@ func Compile(l *listenerv3.Listener, deps *Deps) (*Compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("address.socket_address.address: %q is not an IP address", sa.GetAddress())
 	}
-	c := &Compiled{Name: l.GetName(), Address: net.JoinHostPort(ip.String(), strconv.Itoa(int(sa.GetPortValue()))), Config: l}
+	c := &Compiled{Name: l.GetName(), Address: net.JoinHostPort(ip.String(), strconv.Itoa(int(sa.GetPortValue()))), Config: l,
+		filterTimeout: 15 * time.Second, continueOnTimeout: l.GetContinueOnListenerFiltersTimeout()}
+	if d := l.GetListenerFiltersTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return nil, fmt.Errorf("listener_filters_timeout: must be a non-negative duration")
+		}
+		c.filterTimeout = d.AsDuration()
+	}
 	if c.Name == "" {
 		return nil, fmt.Errorf("name: must not be empty")
 	}
@@ -144,11 +158,12 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 		if err != nil {
 			return nil, fmt.Errorf("filter_chain_match.prefix_ranges[%d].address_prefix: %w", i, err)
 		}
-		bits := a.BitLen()
-		if r.GetPrefixLen() != nil {
-			bits = int(r.GetPrefixLen().GetValue())
+		// As in Envoy's CidrRange: an unset prefix_len is 0, and a length
+		// beyond the address size is the whole address.
+		if r.GetPrefixLen().GetValue() > 128 {
+			return nil, fmt.Errorf("filter_chain_match.prefix_ranges[%d].prefix_len: must be at most 128", i)
 		}
-		p, err := a.Prefix(bits)
+		p, err := a.Unmap().Prefix(min(int(r.GetPrefixLen().GetValue()), a.Unmap().BitLen()))
 		if err != nil {
 			return nil, fmt.Errorf("filter_chain_match.prefix_ranges[%d].prefix_len: %w", i, err)
 		}
@@ -204,8 +219,9 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 }
 
 // match picks a filter chain with Envoy's precedence: destination port,
-// then destination IP (longest prefix), then application protocol; a
-// chain with a criterion set beats one without it.
+// then destination IP (longest prefix), then transport protocol, then
+// application protocol; at each step a chain with the criterion set beats
+// one without it, and there is no going back to a less specific chain.
 func (c *Compiled) match(dst netip.AddrPort, appProto string) *chain {
 	best := c.selectBy(c.chains, func(ch *chain) (bool, bool) {
 		if ch.ports == nil {
@@ -214,6 +230,13 @@ func (c *Compiled) match(dst netip.AddrPort, appProto string) *chain {
 		return ch.ports[uint32(dst.Port())], true
 	})
 	best = c.selectPrefix(best, dst.Addr())
+	best = c.selectBy(best, func(ch *chain) (bool, bool) {
+		// With no TLS inspector every connection is "raw_buffer".
+		if ch.transport == "" {
+			return true, false
+		}
+		return ch.transport == "raw_buffer", true
+	})
 	best = c.selectBy(best, func(ch *chain) (bool, bool) {
 		if ch.appProtos == nil {
 			return true, false
@@ -277,10 +300,12 @@ func (c *Compiled) selectPrefix(in []*chain, ip netip.Addr) []*chain {
 
 // Listener is a live listening socket whose configuration can be swapped.
 type Listener struct {
-	ln     net.Listener
-	cfg    atomic.Pointer[Compiled]
-	log    *slog.Logger
+	ln  net.Listener
+	cfg atomic.Pointer[Compiled]
+	log *slog.Logger
+	// wg counts Serve and the connections it started, so Wait covers both.
 	wg     sync.WaitGroup
+	mu     sync.Mutex // guards cancel and closed against Serve starting
 	cancel context.CancelFunc
 	closed atomic.Bool
 }
@@ -309,18 +334,35 @@ func (l *Listener) Config() *Compiled { return l.cfg.Load() }
 
 // Serve accepts connections until Close or ctx ends.
 func (l *Listener) Serve(ctx context.Context) {
+	l.mu.Lock()
+	if l.closed.Load() {
+		l.mu.Unlock()
+		return
+	}
 	ctx, l.cancel = context.WithCancel(ctx)
+	l.wg.Add(1)
+	l.mu.Unlock()
+	defer l.wg.Done()
 	stop := context.AfterFunc(ctx, func() { _ = l.ln.Close() })
 	defer stop()
+	var backoff time.Duration
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
 			if l.closed.Load() || ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			l.log.Warn("accept failed", "listener", l.cfg.Load().Name, "err", err)
+			// Out of file descriptors and the like: back off rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("accept failed", "listener", l.cfg.Load().Name, "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
 			continue
 		}
+		backoff = 0
 		if tc, ok := nc.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
 		}
@@ -338,9 +380,27 @@ func (l *Listener) serveConn(ctx context.Context, nc net.Conn) {
 	conn := nc
 	appProto := ""
 	if c.httpInspector {
-		br := bufio.NewReaderSize(nc, 64)
-		appProto = inspectHTTP(br)
-		conn = &peekedConn{Conn: nc, r: br}
+		if c.filterTimeout > 0 {
+			_ = nc.SetReadDeadline(time.Now().Add(c.filterTimeout))
+		}
+		proto, seen, err := inspectHTTP(nc)
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ne) && ne.Timeout() && c.continueOnTimeout:
+			proto = ""
+		default:
+			// Peer gone, listener filter timeout or request line too long:
+			// Envoy closes the socket without creating a connection.
+			l.log.Debug("http_inspector: connection closed", "listener", c.Name, "err", err)
+			_ = nc.Close()
+			return
+		}
+		_ = nc.SetReadDeadline(time.Time{})
+		appProto = proto
+		if len(seen) > 0 {
+			conn = &peekedConn{Conn: nc, buf: seen}
+		}
 	}
 	ch := c.match(dst, appProto)
 	if ch == nil {
@@ -353,10 +413,13 @@ func (l *Listener) serveConn(ctx context.Context, nc net.Conn) {
 
 // Close stops accepting; open connections are drained by their owners.
 func (l *Listener) Close() {
+	l.mu.Lock()
 	l.closed.Store(true)
+	cancel := l.cancel
+	l.mu.Unlock()
 	_ = l.ln.Close()
-	if l.cancel != nil {
-		l.cancel()
+	if cancel != nil {
+		cancel()
 	}
 }
 
@@ -369,37 +432,137 @@ func (l *Listener) CloseListener() {
 // Wait waits for every connection goroutine to end.
 func (l *Listener) Wait() { l.wg.Wait() }
 
+// peekedConn replays the bytes the inspector read before the socket's.
 type peekedConn struct {
 	net.Conn
-	r *bufio.Reader
+	buf []byte
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) {
-	if c.r.Buffered() > 0 {
-		return c.r.Read(p)
+	if len(c.buf) > 0 {
+		n := copy(p, c.buf)
+		c.buf = c.buf[n:]
+		if len(c.buf) == 0 {
+			c.buf = nil // let the inspection buffer go
+		}
+		return n, nil
 	}
 	return c.Conn.Read(p)
 }
 
-// inspectHTTP reports "h2c" for the HTTP/2 preface and "http/1.1" or
-// "http/1.0" for an HTTP/1 request line, as Envoy's http_inspector does.
-func inspectHTTP(br *bufio.Reader) string {
-	const preface = "PRI * HTTP/2.0"
-	// Peek only what has arrived: a client may send a short first segment.
-	if _, err := br.Peek(1); err != nil {
-		return ""
+// CloseWrite keeps half-close working through the wrapper (tcp_proxy
+// passes a FIN on with it).
+func (c *peekedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
-	b, _ := br.Peek(br.Buffered())
-	if len(b) >= len(preface) && string(b[:len(preface)]) == preface {
-		return "h2c"
-	}
-	for i := 0; i+8 <= len(b) && b[i] != '\n'; i++ {
-		switch string(b[i : i+8]) {
-		case "HTTP/1.1":
-			return "http/1.1"
-		case "HTTP/1.0":
-			return "http/1.0"
+	return errors.ErrUnsupported
+}
+
+// maxInspect is Envoy's http_inspector MAX_INSPECT_SIZE.
+const maxInspect = 64 << 10
+
+var errInspectTooLong = errors.New("http_inspector: no request line in the first 64 KiB")
+
+// inspectHTTP is Envoy's http_inspector: it reads until it can tell "h2c"
+// (the whole HTTP/2 preface), "http/1.1" or "http/1.0" (a complete HTTP/1
+// request line), or "" (anything else), and returns the bytes it read. It
+// decides as soon as the bytes seen allow, and waits for more only while
+// they are a prefix of the preface or of a request line; the caller bounds
+// that wait with a read deadline.
+func inspectHTTP(nc net.Conn) (string, []byte, error) {
+	buf := make([]byte, 0, 1024)
+	for {
+		if len(buf) == cap(buf) {
+			if cap(buf) >= maxInspect {
+				return "", buf, errInspectTooLong
+			}
+			buf = append(make([]byte, 0, min(2*cap(buf), maxInspect)), buf...)
+		}
+		n, err := nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if n > 0 {
+			if proto, done := parseHTTPStart(buf); done {
+				return proto, buf, nil
+			}
+		}
+		if err != nil {
+			return "", buf, err
 		}
 	}
-	return ""
+}
+
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// parseHTTPStart classifies the first bytes of a connection; done is false
+// while they could still become an HTTP/2 preface or an HTTP/1 request line.
+func parseHTTPStart(b []byte) (proto string, done bool) {
+	if n := min(len(b), len(h2Preface)); string(b[:n]) == h2Preface[:n] {
+		if len(b) < len(h2Preface) {
+			return "", false
+		}
+		return "h2c", true
+	}
+	if b[0] == '\r' || b[0] == '\n' {
+		return "", true
+	}
+	// The line without its end; a lone trailing CR may be the start of one.
+	line, complete := bytes.TrimSuffix(b, []byte("\r")), false
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		line, complete = bytes.TrimSuffix(b[:i], []byte("\r")), true
+	}
+	// method SP request-target SP HTTP-version
+	i := 0
+	for i < len(line) && isTokenChar(line[i]) {
+		i++
+	}
+	if i == len(line) {
+		return "", complete // a method so far, or a line with nothing else
+	}
+	if i == 0 || line[i] != ' ' {
+		return "", true
+	}
+	i++
+	j := i
+	for i < len(line) && line[i] > ' ' && line[i] != 0x7f {
+		i++
+	}
+	if i == len(line) {
+		return "", complete
+	}
+	if i == j || line[i] != ' ' {
+		return "", true
+	}
+	v := line[i+1:]
+	const pattern = "HTTP/d.d"
+	for k := range min(len(v), len(pattern)) {
+		ok := v[k] == pattern[k]
+		if pattern[k] == 'd' {
+			ok = v[k] >= '0' && v[k] <= '9'
+		}
+		if !ok {
+			return "", true
+		}
+	}
+	switch {
+	case len(v) > len(pattern):
+		return "", true
+	case len(v) < len(pattern):
+		return "", complete
+	case !complete:
+		return "", false // the version, then only the end of the line can follow
+	case string(v) == "HTTP/1.1":
+		return "http/1.1", true
+	default:
+		// Envoy's inspector labels every other version HTTP/1.0.
+		return "http/1.0", true
+	}
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }

@@ -4,12 +4,14 @@ package tcpproxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -52,12 +54,16 @@ func Compile(m *tcpv3.TcpProxy) (*Config, error) {
 			if wc.GetName() == "" {
 				return nil, fmt.Errorf("weighted_clusters.clusters[%d].name: must not be empty", i)
 			}
+			if wc.GetWeight() < 1 {
+				// Envoy's proto validation: weight >= 1.
+				return nil, fmt.Errorf("weighted_clusters.clusters[%d].weight: must be at least 1", i)
+			}
 			c.clusters = append(c.clusters, wc.GetName())
 			c.weights = append(c.weights, wc.GetWeight())
 			c.total += uint64(wc.GetWeight())
 		}
-		if c.total == 0 {
-			return nil, fmt.Errorf("weighted_clusters: total weight must be positive")
+		if len(c.clusters) == 0 {
+			return nil, fmt.Errorf("weighted_clusters.clusters: at least one cluster is required")
 		}
 	default:
 		return nil, fmt.Errorf("cluster_specifier: cluster or weighted_clusters is required")
@@ -129,33 +135,44 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	pipe(nc, up, h.cfg.IdleTimeout)
 }
 
-// pipe copies both ways; a half-close is passed on, and the idle timeout
-// ends a connection on which nothing moves.
+// pipe copies both ways; a half-close is passed on. The idle timeout, as
+// in Envoy, ends the connection when no bytes move in either direction for
+// that long: a read that times out while the other direction is busy just
+// waits again.
 func pipe(a, b net.Conn, idle time.Duration) {
+	var last atomic.Int64 // UnixNano of the last bytes moved either way
+	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		copyIdle(b, a, idle)
+		copyIdle(b, a, idle, &last)
 	}()
-	copyIdle(a, b, idle)
+	copyIdle(a, b, idle, &last)
 	wg.Wait()
 }
 
-func copyIdle(dst, src net.Conn, idle time.Duration) {
+func copyIdle(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 	buf := make([]byte, 32<<10)
 	for {
 		if idle > 0 {
-			_ = src.SetReadDeadline(time.Now().Add(idle))
+			_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
 		}
 		n, err := src.Read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			last.Store(time.Now().UnixNano())
+			if !writeIdle(dst, buf[:n], idle, last) {
+				_ = dst.Close()
 				_ = src.Close()
 				return
 			}
 		}
 		if err != nil {
+			var ne net.Error
+			if idle > 0 && errors.As(err, &ne) && ne.Timeout() &&
+				time.Since(time.Unix(0, last.Load())) < idle {
+				continue // the other direction moved bytes meanwhile
+			}
 			if err == io.EOF {
 				if tc, ok := dst.(interface{ CloseWrite() error }); ok {
 					_ = tc.CloseWrite()
@@ -167,4 +184,27 @@ func copyIdle(dst, src net.Conn, idle time.Duration) {
 			return
 		}
 	}
+}
+
+// writeIdle writes b, giving up only when the peer has taken no byte for
+// the idle timeout.
+func writeIdle(dst net.Conn, b []byte, idle time.Duration, last *atomic.Int64) bool {
+	for len(b) > 0 {
+		if idle > 0 {
+			_ = dst.SetWriteDeadline(time.Now().Add(idle))
+		}
+		n, err := dst.Write(b)
+		b = b[n:]
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+		}
+		if err != nil {
+			var ne net.Error
+			if n > 0 && errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return false
+		}
+	}
+	return true
 }
