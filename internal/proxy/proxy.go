@@ -123,6 +123,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.clusters = cluster.NewManager(p.log)
 	p.clusters.OnRemove = hcm.ClosePools
+	p.clusters.OnHostRemove = hcm.ClosePool
 	empty := map[string]*route.Table{}
 	p.routes.Store(&empty)
 	p.hcmEnv = &hcm.Env{Routes: p, Clusters: p.clusters, Log: p.log, Conns: p.conns}

@@ -294,3 +294,48 @@ func TestHTTP1Wire(t *testing.T) {
 		})
 	}
 }
+
+// TestOriginalDstCluster forwards to the address a header names, as an
+// ORIGINAL_DST cluster with use_http_header does (Envoy's
+// x-envoy-original-dst-host), and refuses a value that is not ip:port.
+func TestOriginalDstCluster(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	tmpl, cfg := httpBootstrap(`
+            - name: all
+              domains: ["*"]
+              routes: [{match: {prefix: "/"}, route: {cluster: passthrough}}]
+`, false, `
+  - name: passthrough
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 1s
+    original_dst_lb_config: {use_http_header: true}
+`)
+	r := startProxy(t, tmpl, cfg)
+	base := r.url(t, "http")
+	for _, tc := range []struct {
+		dst, want string
+		status    int
+	}{
+		{strings.TrimPrefix(a.URL, "http://"), "a", 200},
+		{strings.TrimPrefix(b.URL, "http://"), "b", 200},
+		{"not-an-address", "", 503},
+	} {
+		req, _ := http.NewRequest("GET", base+"/", nil)
+		req.Header.Set("x-envoy-original-dst-host", tc.dst)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tc.status {
+			t.Fatalf("dst %s: status %d, want %d", tc.dst, resp.StatusCode, tc.status)
+		}
+		if tc.status == 200 {
+			if e := decodeEcho(t, resp); e.Name != tc.want {
+				t.Errorf("dst %s reached %s", tc.dst, e.Name)
+			}
+		} else {
+			resp.Body.Close()
+		}
+	}
+}

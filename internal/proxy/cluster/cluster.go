@@ -60,6 +60,8 @@ type Cluster struct {
 
 	config *clusterv3.Cluster
 	hosts  atomic.Pointer[HostSet]
+	orig   *origDst // ORIGINAL_DST only
+	onDrop func(*Host)
 }
 
 // dnsTarget is one endpoint of a DNS cluster. Only the resolver goroutine
@@ -191,8 +193,30 @@ func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 	if err != nil {
 		return err
 	}
-	c.hosts.Store(hs)
+	c.swapHosts(hs)
 	return nil
+}
+
+// swapHosts installs hs and hands every host it drops to the drop hook,
+// so the proxy can close that host's connections (Envoy drains the pools
+// of removed hosts). A host replaced by a new object keeps its pool, which
+// is then not dropped.
+func (c *Cluster) swapHosts(hs *HostSet) {
+	old := c.hosts.Swap(hs)
+	if old == nil || c.onDrop == nil {
+		return
+	}
+	kept := make(map[any]bool, len(hs.All))
+	for _, h := range hs.All {
+		if p := h.Pool.Load(); p != nil {
+			kept[p] = true
+		}
+	}
+	for _, h := range old.All {
+		if p := h.Pool.Load(); p != nil && !kept[p] {
+			c.onDrop(h)
+		}
+	}
 }
 
 func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment) (*HostSet, error) {
@@ -521,6 +545,13 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 		}
 	case clusterv3.Cluster_ORIGINAL_DST:
 		c.Discovery = OriginalDst
+		c.orig = &origDst{useHeader: cfg.GetOriginalDstLbConfig().GetUseHttpHeader(), cleanup: 5 * time.Second}
+		if d := cfg.GetCleanupInterval(); d != nil {
+			if d.AsDuration() <= 0 {
+				return nil, fmt.Errorf("cleanup_interval: must be greater than 0")
+			}
+			c.orig.cleanup = d.AsDuration()
+		}
 		if cfg.GetLbPolicy() != clusterv3.Cluster_CLUSTER_PROVIDED {
 			// Envoy: "LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST".
 			return nil, fmt.Errorf("lb_policy: %s is not valid for type ORIGINAL_DST, only CLUSTER_PROVIDED is", cfg.GetLbPolicy())

@@ -29,6 +29,9 @@ type Manager struct {
 	// OnRemove is called for clusters that leave the set, so their
 	// connection pools can be closed.
 	OnRemove func(*Cluster)
+	// OnHostRemove is called for hosts that leave a cluster (EDS or DNS),
+	// so their connection pools can be closed.
+	OnHostRemove func(*Host)
 }
 
 // NewManager returns an empty manager.
@@ -79,6 +82,7 @@ func (m *Manager) Replace(ctx context.Context, next map[string]*Cluster) {
 			merged[name] = o
 			continue
 		}
+		c.onDrop = m.OnHostRemove
 		if c.Discovery == EDS {
 			if cla := m.endpoints[c.EDSServiceName]; cla != nil {
 				if err := c.SetEndpoints(cla); err != nil {
@@ -137,7 +141,7 @@ func (m *Manager) SetEndpoints(clas map[string]*endpointv3.ClusterLoadAssignment
 	}
 	m.endpoints = clas
 	for c, hs := range next {
-		c.hosts.Store(hs)
+		c.swapHosts(hs)
 	}
 	return nil
 }

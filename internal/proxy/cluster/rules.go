@@ -7,11 +7,13 @@ func Rules() fieldcheck.Rules {
 	return fieldcheck.Rules{
 		"envoy.config.cluster.v3.Cluster": {"name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
 			"load_assignment", "dns_refresh_rate", "dns_lookup_family", "http2_protocol_options",
-			"typed_extension_protocol_options", "metadata", "alt_stat_name"},
-		"envoy.config.cluster.v3.Cluster.EdsClusterConfig": {"eds_config", "service_name"},
-		"envoy.config.core.v3.ConfigSource":                {"ads", "resource_api_version"},
-		"envoy.config.core.v3.AggregatedConfigSource":      {},
-		"envoy.config.core.v3.Metadata":                    {fieldcheck.All},
+			"typed_extension_protocol_options", "metadata", "alt_stat_name",
+			"cleanup_interval", "original_dst_lb_config"},
+		"envoy.config.cluster.v3.Cluster.OriginalDstLbConfig": {"use_http_header"},
+		"envoy.config.cluster.v3.Cluster.EdsClusterConfig":    {"eds_config", "service_name"},
+		"envoy.config.core.v3.ConfigSource":                   {"ads", "resource_api_version"},
+		"envoy.config.core.v3.AggregatedConfigSource":         {},
+		"envoy.config.core.v3.Metadata":                       {fieldcheck.All},
 		// No HTTP/2 tuning knob is implemented yet: an empty message selects HTTP/2.
 		"envoy.config.core.v3.Http2ProtocolOptions":                                      {},
 		"envoy.config.core.v3.Http1ProtocolOptions":                                      {},

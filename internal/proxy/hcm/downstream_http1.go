@@ -175,14 +175,17 @@ func (h *Handler) badRequest(st *stream, d *h1Down, err error) {
 // short while, so the error response is not destroyed by a TCP reset for
 // unread data (Envoy's delayed_close_timeout does the same, 1 s).
 func lingerClose(nc net.Conn) {
-	tc, ok := nc.(*net.TCPConn)
+	// An interface, not *net.TCPConn: listener filters wrap connections.
+	hc, ok := nc.(halfCloser)
 	if !ok {
 		return
 	}
-	_ = tc.CloseWrite()
-	_ = tc.SetReadDeadline(time.Now().Add(time.Second))
-	_, _ = io.CopyN(io.Discard, tc, 1<<20)
+	_ = hc.CloseWrite()
+	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.CopyN(io.Discard, nc, 1<<20)
 }
+
+type halfCloser interface{ CloseWrite() error }
 
 // h1Down writes a response on an HTTP/1.1 downstream connection.
 type h1Down struct {
@@ -281,14 +284,14 @@ func splice(down net.Conn, downBuf *bufio.Reader, up net.Conn) error {
 	errc := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(up, downBuf) // bytes the client sent after the upgrade request, then the socket
-		if tc, ok := up.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		if hc, ok := up.(halfCloser); ok {
+			_ = hc.CloseWrite()
 		}
 		errc <- err
 	}()
 	_, err := io.Copy(down, up)
-	if tc, ok := down.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
+	if hc, ok := down.(halfCloser); ok {
+		_ = hc.CloseWrite()
 	}
 	// Whichever side finished, the tunnel is over once both have: bound the wait.
 	_ = up.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -56,12 +56,15 @@ type stream struct {
 	remote    string // downstream remote address, ip:port
 	remIP     string
 	localAddr string
-	info      streaminfo.Info
-	buf       []byte // body copy buffer
-	head      []byte // head serialization buffer
-	resp      header.List
-	env       route.Env
-	ctx       context.Context
+	// origDst is where the client meant to connect: the listener address,
+	// or with transparent capture the address before redirection.
+	origDst string
+	info    streaminfo.Info
+	buf     []byte // body copy buffer
+	head    []byte // head serialization buffer
+	resp    header.List
+	env     route.Env
+	ctx     context.Context
 	// last route timeout and its text, to not format it per request.
 	lastTimeout     time.Duration
 	lastTimeoutText string
@@ -79,6 +82,7 @@ func newStream(h *Handler, ctx context.Context, nc net.Conn) *stream {
 	if nc != nil {
 		st.remote = nc.RemoteAddr().String()
 		st.localAddr = nc.LocalAddr().String()
+		st.origDst = st.localAddr
 		st.remIP, _, _ = net.SplitHostPort(st.remote)
 	}
 	st.env = route.Env{DownstreamRemoteAddress: st.remote, DownstreamRemoteAddressWithoutPort: st.remIP, DownstreamLocalAddress: st.localAddr, Hostname: hostname}
@@ -144,12 +148,6 @@ func (st *stream) serve(req *request, rw responder) bool {
 	if c == nil {
 		return st.local(rw, req, rt.ClusterNotFoundStatus(), "", "cluster_not_found", streaminfo.NoClusterFound)
 	}
-	host := c.Pick(st.rng.Uint64())
-	if host == nil {
-		return st.local(rw, req, 503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
-	}
-	info.UpstreamHost = host.Addr
-
 	// The request as the upstream will see it.
 	stripHopByHop(hdrs, req.upgrade)
 	if h.cfg.UseRemoteAddress {
@@ -175,14 +173,22 @@ func (st *stream) serve(req *request, rw responder) bool {
 	if rewritten {
 		hdrs.Set("x-envoy-original-path", req.r.Path)
 	}
+	st.env.Request = &req.r
+	rt.MutateRequest(hdrs, &st.env)
+
+	// The host is chosen after the route's header mutations, as Envoy's
+	// router does: an ORIGINAL_DST cluster may read a header they set.
+	host := st.pickHost(c, hdrs)
+	if host == nil {
+		return st.local(rw, req, 503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
+	}
+	info.UpstreamHost = host.Addr
 	authority := req.r.Authority
 	if a, ok := rt.RewriteHost(&req.r); ok {
 		authority = a
 	} else if rt.AutoHostRewrite() && host.Hostname != "" {
 		authority = host.Hostname
 	}
-	st.env.Request = &req.r
-	rt.MutateRequest(hdrs, &st.env)
 
 	proto := c.Protocol
 	if proto == cluster.Downstream {
@@ -198,6 +204,21 @@ func (st *stream) serve(req *request, rw responder) bool {
 		return st.forwardH2(req, rw, rt, c, host, path, authority, timeout)
 	}
 	return st.forwardH1(req, rw, rt, c, host, path, authority, timeout)
+}
+
+// pickHost chooses the upstream host: the load balancer's pick, or for an
+// ORIGINAL_DST cluster the connection's original destination (or the
+// x-envoy-original-dst-host header when the cluster allows it).
+func (st *stream) pickHost(c *cluster.Cluster, hdrs *header.List) *cluster.Host {
+	if c.Discovery != cluster.OriginalDst {
+		return c.Pick(st.rng.Uint64())
+	}
+	if c.UseHTTPHeader() {
+		if v, ok := hdrs.Get("x-envoy-original-dst-host"); ok {
+			return c.OriginalDstHost(v)
+		}
+	}
+	return c.OriginalDstHost(st.origDst)
 }
 
 func (st *stream) complete() {

@@ -126,7 +126,7 @@ func (h *Handler) serveH2Request(w http.ResponseWriter, r *http.Request, dc *dow
 	} else {
 		// A recycled stream may have served another connection.
 		st.ctx = r.Context()
-		st.remote, st.remIP, st.localAddr = dc.remote, dc.remIP, dc.local
+		st.remote, st.remIP, st.localAddr, st.origDst = dc.remote, dc.remIP, dc.local, dc.local
 		st.env.DownstreamRemoteAddress = dc.remote
 		st.env.DownstreamRemoteAddressWithoutPort = dc.remIP
 		st.env.DownstreamLocalAddress = dc.local

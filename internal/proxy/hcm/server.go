@@ -97,12 +97,21 @@ func h2For(c *cluster.Cluster, host *cluster.Host) *upstream.H2 {
 // calls it when a cluster is removed.
 func ClosePools(c *cluster.Cluster) {
 	for _, h := range c.Hosts().All {
-		switch p := h.Pool.Load().(type) {
-		case *upstream.Pool:
-			p.Close()
-		case *upstream.H2:
-			p.Close()
-		}
+		ClosePool(h)
+	}
+	for _, h := range c.OriginalDstHosts() {
+		ClosePool(h)
+	}
+}
+
+// ClosePool closes one host's idle connections; busy ones close when their
+// request ends.
+func ClosePool(h *cluster.Host) {
+	switch p := h.Pool.Load().(type) {
+	case *upstream.Pool:
+		p.Close()
+	case *upstream.H2:
+		p.Close()
 	}
 }
 

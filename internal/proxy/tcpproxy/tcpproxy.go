@@ -116,7 +116,14 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 		h.log.Debug("tcp_proxy: no cluster", "cluster", name, "flags", "NC")
 		return
 	}
-	host := c.Pick(rand.Uint64())
+	var host *cluster.Host
+	if c.Discovery == cluster.OriginalDst {
+		// Until transparent capture lands, the original destination is the
+		// address the client connected to.
+		host = c.OriginalDstHost(nc.LocalAddr().String())
+	} else {
+		host = c.Pick(rand.Uint64())
+	}
 	if host == nil {
 		h.log.Debug("tcp_proxy: no healthy upstream", "cluster", name, "flags", "UH")
 		return
