@@ -22,6 +22,7 @@ func newProxyCmd() *cobra.Command {
 		mode          string
 		nodeID        string
 		serviceNode   string
+		meta          nodeMeta
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -57,6 +58,9 @@ refused with their path, never ignored.`,
 			if serviceNode != "" {
 				b.Node.Cluster = serviceNode
 			}
+			if err := meta.apply(b.Node); err != nil {
+				return err
+			}
 			opts.Bootstrap = b
 			opts.Log = slog.Default().With("component", "proxy")
 			runCtx, cancel := context.WithCancel(cmd.Context())
@@ -76,6 +80,7 @@ refused with their path, never ignored.`,
 	f.StringVar(&mode, "mode", "sidecar", "sidecar or gateway")
 	f.StringVar(&nodeID, "node-id", "", "xDS node id (default: MODE~HOSTNAME~PID)")
 	f.StringVar(&serviceNode, "service-cluster", "", "xDS node cluster")
+	meta.register(f)
 	f.StringVar(&opts.AdminAddr, "admin-addr", "", "admin listener address (default: the bootstrap's admin address; none if unset)")
 	f.StringVar(&opts.HealthAddr, "health-addr", "", "health endpoint address serving /healthz/ready (Istio uses :15021); empty disables it")
 	f.StringVar(&opts.PrometheusAddr, "prometheus-addr", "", "address serving /stats/prometheus (Istio uses :15090); empty disables it")

@@ -26,7 +26,10 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newProxyCmd(), newUpCmd())
+	var sf serverFlags
+	sf.register(root)
+	root.AddCommand(newProxyCmd(), newUpCmd(), newControlPlaneCmd(), newApplyCmd(&sf), newGetCmd(&sf), newDeleteCmd(&sf),
+		newProxyStatusCmd(&sf), newProxyConfigCmd(&sf))
 	return root
 }
 

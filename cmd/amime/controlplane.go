@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/amime-mesh/amime/internal/controlplane"
+	"github.com/amime-mesh/amime/internal/xds/translate"
+)
+
+func defaultDataDir() string {
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".amime")
+	}
+	return ".amime"
+}
+
+func newControlPlaneCmd() *cobra.Command {
+	var (
+		opts         controlplane.Options
+		registryOnly bool
+		inMemory     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "control-plane",
+		Short: "Run the control plane: Istio config in, xDS out",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if inMemory {
+				opts.DataDir = ""
+			}
+			if registryOnly {
+				opts.Mesh.OutboundTrafficPolicy = translate.RegistryOnly
+			}
+			opts.Log = slog.Default().With("component", "control-plane")
+			cp, err := controlplane.New(opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "amime control plane: xDS on %s, API on http://%s\n", cp.XDSAddr(), cp.APIAddr())
+			return cp.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.DataDir, "data-dir", envOr("AMIME_DATA_DIR", defaultDataDir()), "where applied configuration is kept")
+	f.BoolVar(&inMemory, "in-memory", false, "keep configuration in memory only")
+	f.StringVar(&opts.XDSAddr, "xds-addr", "127.0.0.1:15010", "ADS (gRPC, plaintext) listen address")
+	f.StringVar(&opts.APIAddr, "api-addr", "127.0.0.1:15014", "HTTP API, /metrics and /debug listen address")
+	f.StringVar(&opts.Token, "api-token", os.Getenv("AMIME_TOKEN"), "bearer token required on the API (mandatory off loopback)")
+	f.StringVar(&opts.Mesh.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	f.BoolVar(&registryOnly, "registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
+	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "wait for changes to settle this long before pushing")
+	f.DurationVar(&opts.UnhealthyAfter, "unhealthy-after", 15*time.Second, "a registered workload without heartbeat this long gets no traffic")
+	f.DurationVar(&opts.RemoveAfter, "remove-after", 60*time.Second, "a registered workload without heartbeat this long is removed")
+	return cmd
+}

@@ -1,0 +1,269 @@
+// Package controlplane wires amime's control plane: the config store, the
+// service registry, the translator and the xDS server, behind an HTTP API
+// for the CLI and a gRPC port for proxies.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/amime-mesh/amime/internal/config"
+	"github.com/amime-mesh/amime/internal/registry"
+	"github.com/amime-mesh/amime/internal/xds/server"
+	"github.com/amime-mesh/amime/internal/xds/translate"
+)
+
+// Options configure the control plane.
+type Options struct {
+	// DataDir keeps applied configuration; empty keeps it in memory only.
+	DataDir string
+	// XDSAddr serves ADS to proxies (Istio's 15010, plaintext).
+	XDSAddr string
+	// APIAddr serves the HTTP API, /metrics and /debug (Istio's 15014).
+	APIAddr string
+	// Token, when set, is required on the API. It must be set when APIAddr
+	// is not a loopback address.
+	Token string
+	// Mesh is the mesh-wide configuration.
+	Mesh translate.Mesh
+	// Debounce of pushes (default 100 ms).
+	Debounce time.Duration
+	// Heartbeat leases of self-registered workloads: unhealthy after
+	// UnhealthyAfter without a heartbeat, removed after RemoveAfter.
+	UnhealthyAfter, RemoveAfter time.Duration
+	Log                         *slog.Logger
+}
+
+// ControlPlane is a running control plane.
+type ControlPlane struct {
+	opts   Options
+	log    *slog.Logger
+	store  *config.Store
+	leases *registry.Leases
+	xds    *server.Server
+	reg    *prometheus.Registry
+
+	xdsLn, apiLn net.Listener
+
+	mu     sync.Mutex
+	cached *generation
+}
+
+// generation is the translator input for one store version and lease
+// state: built once per push, shared by every proxy's translation.
+type generation struct {
+	rv     string
+	health string
+	input  translate.Input
+}
+
+// New opens the store and binds the listeners; Run serves.
+func New(opts Options) (*ControlPlane, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.UnhealthyAfter == 0 {
+		opts.UnhealthyAfter = 15 * time.Second
+	}
+	if opts.RemoveAfter == 0 {
+		opts.RemoveAfter = 60 * time.Second
+	}
+	if err := requireTokenOffLoopback(opts.APIAddr, opts.Token); err != nil {
+		return nil, err
+	}
+	cp := &ControlPlane{opts: opts, log: opts.Log, reg: prometheus.NewRegistry()}
+	var err error
+	if opts.DataDir != "" {
+		cp.store, err = config.OpenFileStore(opts.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("open config store: %w", err)
+		}
+	} else {
+		cp.store = config.NewStore()
+	}
+	cp.leases = registry.NewLeases(opts.UnhealthyAfter, opts.RemoveAfter, nil)
+	cp.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cp.xds = server.New(server.Options{Generator: cp, Debounce: opts.Debounce, Log: cp.log.With("component", "xds"), Registry: cp.reg})
+	if cp.xdsLn, err = net.Listen("tcp", opts.XDSAddr); err != nil {
+		_ = cp.store.Close()
+		return nil, fmt.Errorf("xds listener: %w", err)
+	}
+	if cp.apiLn, err = net.Listen("tcp", opts.APIAddr); err != nil {
+		_ = cp.xdsLn.Close()
+		_ = cp.store.Close()
+		return nil, fmt.Errorf("api listener: %w", err)
+	}
+	return cp, nil
+}
+
+// requireTokenOffLoopback refuses to expose an unauthenticated API beyond
+// this machine.
+func requireTokenOffLoopback(addr, token string) error {
+	if token != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--api-addr %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--api-addr %s is not a loopback address: set --token so the API is not open to anyone who can reach it", addr)
+}
+
+// XDSAddr and APIAddr return the bound addresses.
+func (cp *ControlPlane) XDSAddr() string { return cp.xdsLn.Addr().String() }
+
+// APIAddr returns the bound API address.
+func (cp *ControlPlane) APIAddr() string { return cp.apiLn.Addr().String() }
+
+// Store returns the config store.
+func (cp *ControlPlane) Store() *config.Store { return cp.store }
+
+// Run serves until ctx ends.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+
+	g := grpc.NewServer()
+	cp.xds.Register(ctx, g)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cp.xds.Run(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := g.Serve(cp.xdsLn); err != nil {
+			cp.log.Error("xds server", "err", err)
+		}
+	}()
+
+	_, sub := cp.store.Subscribe(func(ev config.Event) {
+		if ev.Type == config.Deleted && ev.Object.Kind == config.WorkloadEntry {
+			cp.leases.Forget(ev.Object.Key())
+		}
+		cp.xds.Push("config")
+	})
+	defer sub.Stop()
+
+	mux := http.NewServeMux()
+	(&api{store: cp.store, token: cp.opts.Token, debug: cp.debugHandler(), leases: cp.leases, push: cp.xds.Push}).routes(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(cp.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cp.log.Error("api server", "err", err)
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cp.expireLeases(ctx)
+	}()
+	cp.log.Info("control plane started", "xds", cp.XDSAddr(), "api", cp.APIAddr(), "data_dir", cp.opts.DataDir)
+
+	<-ctx.Done()
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	_ = srv.Shutdown(shutdownCtx)
+	g.Stop()
+	wg.Wait()
+	return cp.store.Close()
+}
+
+// expireLeases turns lapsed heartbeats into health changes (a push) and
+// expired self-registered workloads into deletions.
+func (cp *ControlPlane) expireLeases(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, k := range cp.leases.Expired() {
+			if err := cp.store.Delete(k, ""); err != nil && !errors.Is(err, config.ErrNotFound) {
+				cp.log.Warn("removing expired workload", "workload", k, "err", err)
+				continue
+			}
+			cp.leases.Forget(k)
+			cp.log.Info("workload removed: no heartbeat", "workload", k)
+		}
+		if h := cp.healthFingerprint(); h != last {
+			last = h
+			cp.xds.Push("health")
+		}
+	}
+}
+
+// healthFingerprint changes whenever a tracked workload's health does.
+func (cp *ControlPlane) healthFingerprint() string {
+	var b []byte
+	for _, o := range cp.store.List(config.WorkloadEntry, "") {
+		if cp.leases.Healthy(o.Key()) {
+			b = append(b, '1')
+		} else {
+			b = append(b, '0')
+		}
+	}
+	return string(b)
+}
+
+// input returns the translator input for the current store and health,
+// built once and shared by every proxy of a push.
+func (cp *ControlPlane) input() translate.Input {
+	snap := cp.store.Snapshot()
+	health := cp.healthFingerprint()
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if g := cp.cached; g != nil && g.rv == snap.ResourceVersion() && g.health == health {
+		return g.input
+	}
+	in := translate.Input{
+		VirtualServices:  snap.List(config.VirtualService),
+		DestinationRules: snap.List(config.DestinationRule),
+		Gateways:         snap.List(config.Gateway),
+		Registry:         registry.Build(snap.List(config.ServiceEntry), snap.List(config.WorkloadEntry), cp.leases),
+	}
+	cp.cached = &generation{rv: snap.ResourceVersion(), health: health, input: in}
+	return in
+}
+
+// Generate implements server.Generator.
+func (cp *ControlPlane) Generate(node *corev3.Node) (map[resourcev3.Type][]types.Resource, error) {
+	p, err := ProxyFromNode(node, cp.opts.Mesh)
+	if err != nil {
+		return nil, err
+	}
+	res, err := translate.Translate(cp.input(), p)
+	if err != nil {
+		return nil, err
+	}
+	return res.ByType(), nil
+}
