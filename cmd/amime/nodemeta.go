@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -9,7 +10,9 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/amime-mesh/amime/internal/apiclient"
 	"github.com/amime-mesh/amime/internal/controlplane"
+	"github.com/amime-mesh/amime/internal/register"
 	"github.com/amime-mesh/amime/internal/registry"
 	"github.com/amime-mesh/amime/internal/xds/translate"
 )
@@ -93,4 +96,39 @@ func (m *nodeMeta) apply(n *corev3.Node) error {
 		f[controlplane.MetaInbound] = controlplane.InboundMetadata(ports)
 	}
 	return nil
+}
+
+// registration describes the WorkloadEntry --register keeps alive.
+func (m *nodeMeta) registration(name string, c *apiclient.Client) (register.Options, error) {
+	if len(m.inbound) == 0 {
+		return register.Options{}, fmt.Errorf("--register needs at least one --inbound port")
+	}
+	if name == "" {
+		host, _ := os.Hostname()
+		parts := []string{}
+		for _, k := range []string{"app", "version"} {
+			if v := m.labels[k]; v != "" {
+				parts = append(parts, v)
+			}
+		}
+		parts = append(parts, host, strconv.Itoa(os.Getpid()))
+		name = strings.ToLower(strings.Join(parts, "-"))
+	}
+	addr := "127.0.0.1"
+	if len(m.instanceIPs) > 0 {
+		addr = m.instanceIPs[0]
+	}
+	ports := map[string]uint32{}
+	for _, s := range m.inbound {
+		p, err := parseInbound(s)
+		if err != nil {
+			return register.Options{}, err
+		}
+		listen := p.ListenPort
+		if listen == 0 {
+			listen = p.Port
+		}
+		ports[p.Name] = listen
+	}
+	return register.Options{Client: c, Namespace: m.namespace, Name: name, Address: addr, Labels: m.labels, Ports: ports, ServiceAccount: m.serviceAccount}, nil
 }

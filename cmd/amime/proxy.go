@@ -13,9 +13,10 @@ import (
 
 	"github.com/amime-mesh/amime/internal/proxy"
 	"github.com/amime-mesh/amime/internal/proxy/bootstrap"
+	"github.com/amime-mesh/amime/internal/register"
 )
 
-func newProxyCmd() *cobra.Command {
+func newProxyCmd(sf *serverFlags) *cobra.Command {
 	var (
 		bootstrapFile string
 		opts          proxy.Options
@@ -23,6 +24,8 @@ func newProxyCmd() *cobra.Command {
 		nodeID        string
 		serviceNode   string
 		meta          nodeMeta
+		doRegister    bool
+		workloadName  string
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -70,7 +73,22 @@ refused with their path, never ignored.`,
 			if err != nil {
 				return err
 			}
-			return p.Run(runCtx)
+			if !doRegister {
+				return p.Run(runCtx)
+			}
+			ro, err := meta.registration(workloadName, sf.client())
+			if err != nil {
+				return err
+			}
+			ro.Log = slog.Default().With("component", "register")
+			regErr := make(chan error, 1)
+			go func() { regErr <- register.Run(runCtx, ro) }()
+			runErr := p.Run(runCtx)
+			cancel()
+			if err := <-regErr; err != nil && runErr == nil {
+				runErr = err
+			}
+			return runErr
 		},
 	}
 	f := cmd.Flags()
@@ -81,6 +99,8 @@ refused with their path, never ignored.`,
 	f.StringVar(&nodeID, "node-id", "", "xDS node id (default: MODE~HOSTNAME~PID)")
 	f.StringVar(&serviceNode, "service-cluster", "", "xDS node cluster")
 	meta.register(f)
+	f.BoolVar(&doRegister, "register", false, "register the workload with the control plane (a WorkloadEntry kept alive by heartbeats, removed on stop)")
+	f.StringVar(&workloadName, "workload-name", "", "name of the WorkloadEntry --register creates (default: APP-VERSION-HOSTNAME-PID from --labels)")
 	f.StringVar(&opts.AdminAddr, "admin-addr", "", "admin listener address (default: the bootstrap's admin address; none if unset)")
 	f.StringVar(&opts.HealthAddr, "health-addr", "", "health endpoint address serving /healthz/ready (Istio uses :15021); empty disables it")
 	f.StringVar(&opts.PrometheusAddr, "prometheus-addr", "", "address serving /stats/prometheus (Istio uses :15090); empty disables it")

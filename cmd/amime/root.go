@@ -28,7 +28,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	var sf serverFlags
 	sf.register(root)
-	root.AddCommand(newProxyCmd(), newUpCmd(), newControlPlaneCmd(), newApplyCmd(&sf), newGetCmd(&sf), newDeleteCmd(&sf),
+	root.AddCommand(newProxyCmd(&sf), newUpCmd(), newControlPlaneCmd(), newApplyCmd(&sf), newGetCmd(&sf), newDeleteCmd(&sf),
 		newProxyStatusCmd(&sf), newProxyConfigCmd(&sf))
 	return root
 }

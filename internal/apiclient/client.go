@@ -172,3 +172,9 @@ func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
 	data, _, err := c.do(ctx, "GET", path, nil, "")
 	return data, err
 }
+
+// Heartbeat renews a self-registered WorkloadEntry's lease.
+func (c *Client) Heartbeat(ctx context.Context, namespace, name string) error {
+	_, _, err := c.do(ctx, "POST", "/apis/amime.io/v1/namespaces/"+url.PathEscape(namespace)+"/workloadentries/"+url.PathEscape(name)+"/heartbeat", nil, "")
+	return err
+}

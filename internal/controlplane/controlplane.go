@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/amime-mesh/amime/internal/config"
+	"github.com/amime-mesh/amime/internal/register"
 	"github.com/amime-mesh/amime/internal/registry"
 	"github.com/amime-mesh/amime/internal/xds/server"
 	"github.com/amime-mesh/amime/internal/xds/translate"
@@ -159,6 +160,14 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Leases live in memory: after a restart every self-registered workload
+	// gets a fresh grace period, so one whose proxy died meanwhile is still
+	// removed, and live ones are not all expired at once.
+	for _, o := range cp.store.List(config.WorkloadEntry, "") {
+		if o.Meta.Annotations[register.Annotation] != "" {
+			cp.leases.Heartbeat(o.Key())
+		}
+	}
 	_, sub := cp.store.Subscribe(func(ev config.Event) {
 		if ev.Type == config.Deleted && ev.Object.Kind == config.WorkloadEntry {
 			cp.leases.Forget(ev.Object.Key())
