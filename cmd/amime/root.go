@@ -29,24 +29,6 @@ func newRootCmd() *cobra.Command {
 	var sf serverFlags
 	sf.register(root)
 	root.AddCommand(newProxyCmd(&sf), newUpCmd(), newControlPlaneCmd(), newApplyCmd(&sf), newGetCmd(&sf), newDeleteCmd(&sf),
-		newProxyStatusCmd(&sf), newProxyConfigCmd(&sf))
+		newProxyStatusCmd(&sf), newProxyConfigCmd(&sf), newDemoServiceCmd(), newScaleCmd())
 	return root
-}
-
-func newUpCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "up",
-		Short: "Run the whole mesh on this machine: control plane, demo services with sidecars, gateway, dashboard",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprint(cmd.OutOrStdout(), `amime up: the local mesh is not built yet.
-
-What works today is the data plane:
-  go run ./cmd/amime proxy --bootstrap examples/proxy/static.yaml
-
-The control plane and the demo services that 'up' starts are being built
-(see the project's issues); this command will start them when they land.
-`)
-			return fmt.Errorf("up: not available yet")
-		},
-	}
 }

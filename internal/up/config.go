@@ -1,0 +1,57 @@
+package up
+
+// defaultConfig is what `amime up` applies on a first start (an existing
+// object of the same name is left alone, so the user's changes survive
+// restarts): the tutorial's three services, and an ingress gateway on
+// 127.0.0.1:8080 sending everything to customer.
+const defaultConfig = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: customer, namespace: default}
+spec:
+  hosts: [customer.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: customer}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: preference, namespace: default}
+spec:
+  hosts: [preference.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: preference}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: recommendation, namespace: default}
+spec:
+  hosts: [recommendation.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: recommendation}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingressgateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    bind: 127.0.0.1
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: customer-ingress, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/ingressgateway]
+  http:
+  - route:
+    - destination: {host: customer.default.svc.cluster.local, port: {number: 8080}}
+`
