@@ -163,10 +163,11 @@ func alive(nc net.Conn) bool {
 	}
 	ok = false
 	var buf [1]byte
-	_ = rc.Read(func(fd uintptr) bool {
+	// Control, not Read: Read would refuse at once once the connection's
+	// last read deadline has passed, and report a live connection dead.
+	_ = rc.Control(func(fd uintptr) {
 		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		ok = n < 0 && (err == unix.EAGAIN || err == unix.EWOULDBLOCK)
-		return true
 	})
 	return ok
 }
