@@ -48,6 +48,7 @@ func newControlPlaneCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.DataDir, "data-dir", envOr("AMIME_DATA_DIR", defaultDataDir()), "where applied configuration is kept")
 	f.BoolVar(&inMemory, "in-memory", false, "keep configuration in memory only")
+	f.StringVar(&opts.ConfigDir, "config-dir", "", "directory of Istio YAML kept in sync into the store (GitOps; read-only source)")
 	f.StringVar(&opts.XDSAddr, "xds-addr", "127.0.0.1:15010", "ADS (gRPC, plaintext) listen address")
 	f.StringVar(&opts.APIAddr, "api-addr", "127.0.0.1:15014", "HTTP API, /metrics and /debug listen address")
 	f.StringVar(&opts.Token, "api-token", os.Getenv("AMIME_TOKEN"), "bearer token required on the API (mandatory off loopback)")

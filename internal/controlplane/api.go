@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/amime-mesh/amime/internal/config"
 	"github.com/amime-mesh/amime/internal/registry"
@@ -29,6 +30,8 @@ type api struct {
 	debug  http.Handler
 	leases *registry.Leases
 	push   func(reason string)
+	// heartbeatInterval is what heartbeats are told to keep to.
+	heartbeatInterval time.Duration
 }
 
 func (a *api) routes(mux *http.ServeMux) {

@@ -39,6 +39,10 @@ type Options struct {
 	// Token, when set, is required on the API. It must be set when APIAddr
 	// is not a loopback address.
 	Token string
+	// ConfigDir, when set, is a directory of YAML files kept in sync into
+	// the store (GitOps): objects from it are created, updated and deleted
+	// as the files change; objects applied through the API are left alone.
+	ConfigDir string
 	// Mesh is the mesh-wide configuration.
 	Mesh translate.Mesh
 	// Debounce of pushes (default 100 ms).
@@ -177,7 +181,8 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	defer sub.Stop()
 
 	mux := http.NewServeMux()
-	(&api{store: cp.store, token: cp.opts.Token, debug: cp.debugHandler(), leases: cp.leases, push: cp.xds.Push}).routes(mux)
+	(&api{store: cp.store, token: cp.opts.Token, debug: cp.debugHandler(), leases: cp.leases, push: cp.xds.Push,
+		heartbeatInterval: heartbeatInterval(cp.opts.UnhealthyAfter)}).routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -193,6 +198,13 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		defer wg.Done()
 		cp.expireLeases(ctx)
 	}()
+	if cp.opts.ConfigDir != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cp.syncDir(ctx)
+		}()
+	}
 	cp.log.Info("control plane started", "xds", cp.XDSAddr(), "api", cp.APIAddr(), "data_dir", cp.opts.DataDir)
 
 	<-ctx.Done()
@@ -204,10 +216,47 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	return cp.store.Close()
 }
 
+// SourceAnnotation marks objects that come from --config-dir.
+const SourceAnnotation = "amime.io/source"
+
+// syncDir keeps the store in line with the files of ConfigDir. An invalid
+// file keeps the last good set serving (WatchDir's contract) and is logged.
+func (cp *ControlPlane) syncDir(ctx context.Context) {
+	source := "dir:" + cp.opts.ConfigDir
+	owned := func(o *config.Object) bool { return o.Meta.Annotations[SourceAnnotation] == source }
+	err := config.WatchDir(ctx, cp.opts.ConfigDir, func(objs []*config.Object, err error) {
+		if err != nil {
+			cp.log.Error("config dir: keeping the last good set", "dir", cp.opts.ConfigDir, "err", err)
+		}
+		for _, o := range objs {
+			if o.Meta.Annotations == nil {
+				o.Meta.Annotations = map[string]string{}
+			}
+			o.Meta.Annotations[SourceAnnotation] = source
+		}
+		res, err := cp.store.ReplaceAll(objs, owned)
+		if err != nil {
+			cp.log.Error("config dir: sync refused", "dir", cp.opts.ConfigDir, "err", err)
+			return
+		}
+		for _, r := range res {
+			if r.Op != config.OpUnchanged {
+				cp.log.Info("config dir", "object", r.Object.Key().String(), "op", r.Op)
+			}
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		cp.log.Error("config dir watch ended", "dir", cp.opts.ConfigDir, "err", err)
+	}
+}
+
 // expireLeases turns lapsed heartbeats into health changes (a push) and
 // expired self-registered workloads into deletions.
 func (cp *ControlPlane) expireLeases(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	// Wake when the next lease lapses, not on a coarse tick, so a dead
+	// workload stops getting traffic at --unhealthy-after, not up to a
+	// second later; the 1 s cap covers leases started meanwhile.
+	t := time.NewTimer(0)
 	defer t.Stop()
 	last := ""
 	for {
@@ -216,6 +265,11 @@ func (cp *ControlPlane) expireLeases(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		wait := time.Second
+		if at, ok := cp.leases.NextChange(); ok {
+			wait = min(wait, time.Until(at)+time.Millisecond)
+		}
+		t.Reset(wait)
 		for _, k := range cp.leases.Expired() {
 			if err := cp.store.Delete(k, ""); err != nil && !errors.Is(err, config.ErrNotFound) {
 				cp.log.Warn("removing expired workload", "workload", k, "err", err)

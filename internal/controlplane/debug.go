@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -85,5 +86,20 @@ func (a *api) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if !wasHealthy {
 		a.push("health")
 	}
-	w.WriteHeader(http.StatusNoContent)
+	// The proxy cannot know --unhealthy-after: tell it how often to beat,
+	// or a live workload would flap unhealthy (and be removed) between
+	// heartbeats whenever the lease is shorter than its default interval.
+	writeJSON(w, http.StatusOK, HeartbeatResponse{Interval: a.heartbeatInterval.String()})
+}
+
+// HeartbeatResponse answers a heartbeat.
+type HeartbeatResponse struct {
+	// Interval is the heartbeat period the lease needs (a Go duration).
+	Interval string `json:"interval"`
+}
+
+// heartbeatInterval fits three heartbeats in one lease, so one lost or
+// slow heartbeat does not make a live workload unhealthy.
+func heartbeatInterval(unhealthyAfter time.Duration) time.Duration {
+	return max((unhealthyAfter / 3).Round(time.Millisecond), 50*time.Millisecond)
 }

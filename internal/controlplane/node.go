@@ -20,6 +20,9 @@ const (
 	MetaLabels         = "LABELS"
 	MetaInstanceIPs    = "INSTANCE_IPS"
 	MetaServiceAccount = "SERVICE_ACCOUNT"
+	// MetaGenerator "grpc" marks a proxyless gRPC client (grpc-go's xds
+	// resolver), as Istio's bootstrap for gRPC sets it.
+	MetaGenerator = "GENERATOR"
 	// MetaInbound lists the workload's ports: a list of structs with name,
 	// protocol, port, listenPort, targetPort.
 	MetaInbound = "AMIME_INBOUND"
@@ -32,18 +35,20 @@ const (
 
 // ProxyFromNode reads the proxy's description from its xDS node: the type
 // from Istio's node id form (sidecar~… / router~…; amime's proxy uses its
-// --mode, gateway meaning router), the rest from metadata.
+// --mode, gateway meaning router) unless metadata GENERATOR is "grpc"
+// (proxyless gRPC, whose id Istio also starts with sidecar~), the rest
+// from metadata.
 func ProxyFromNode(node *corev3.Node, mesh translate.Mesh) (translate.Proxy, error) {
 	p := translate.Proxy{ID: node.GetId(), Namespace: "default", Mesh: mesh}
-	switch kind, _, _ := strings.Cut(node.GetId(), "~"); kind {
-	case "router", "gateway":
+	md := node.GetMetadata().GetFields()
+	switch kind, _, _ := strings.Cut(node.GetId(), "~"); {
+	case md[MetaGenerator].GetStringValue() == "grpc":
+		p.Type = translate.GRPC
+	case kind == "router" || kind == "gateway":
 		p.Type = translate.Router
-	case "sidecar", "":
-		p.Type = translate.Sidecar
 	default:
 		p.Type = translate.Sidecar
 	}
-	md := node.GetMetadata().GetFields()
 	if v := md[MetaNamespace].GetStringValue(); v != "" {
 		p.Namespace = v
 	}
