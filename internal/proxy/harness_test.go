@@ -32,7 +32,7 @@ type echo struct {
 
 // backend starts a real HTTP/1.1 server on 127.0.0.1 that echoes requests
 // as JSON, tagged with name.
-func backend(t *testing.T, name string) *httptest.Server {
+func backend(t testing.TB, name string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -52,7 +52,7 @@ func backend(t *testing.T, name string) *httptest.Server {
 	return srv
 }
 
-func hostPort(t *testing.T, rawURL string) (string, string) {
+func hostPort(t testing.TB, rawURL string) (string, string) {
 	t.Helper()
 	u := strings.TrimPrefix(rawURL, "http://")
 	h, p, err := net.SplitHostPort(u)
@@ -64,7 +64,7 @@ func hostPort(t *testing.T, rawURL string) (string, string) {
 
 // freePort returns a port that was free a moment ago (for bootstraps that
 // must name a port; the proxy itself is started with port 0 where it can).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -83,7 +83,7 @@ type running struct {
 
 // startProxy renders tmpl with data, starts a proxy from it and waits until
 // its listeners are bound. The proxy is drained when the test ends.
-func startProxy(t *testing.T, tmpl string, data any, mod ...func(*Options)) *running {
+func startProxy(t testing.TB, tmpl string, data any, mod ...func(*Options)) *running {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := template.Must(template.New("b").Parse(tmpl)).Execute(&buf, data); err != nil {
@@ -118,7 +118,7 @@ func startProxy(t *testing.T, tmpl string, data any, mod ...func(*Options)) *run
 	return r
 }
 
-func (r *running) url(t *testing.T, listener string) string {
+func (r *running) url(t testing.TB, listener string) string {
 	t.Helper()
 	a := r.p.ListenerAddr(listener)
 	if a == nil {
@@ -127,7 +127,7 @@ func (r *running) url(t *testing.T, listener string) string {
 	return "http://" + a.String()
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -135,7 +135,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
