@@ -1,11 +1,5 @@
-//go:build grpcxds
-
-// The build tag keeps this file out of default builds until go.sum holds
-// the modules google.golang.org/grpc/xds needs (go-spiffe, x/oauth2,
-// x/sync, cloud.google.com/go/auth, …); without them `go vet ./...` and
-// `go test ./...` would fail to build this package. Run it with
-//
-//	go test -tags grpcxds ./internal/controlplane/ -run TestGRPCXDS
+// TestGRPCXDS is the conformance check with a client nobody here wrote:
+// grpc-go's own xDS resolver and balancer, driven by our control plane.
 
 package controlplane
 
@@ -20,20 +14,27 @@ import (
 	"testing"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/amime-mesh/amime/internal/config"
+	"github.com/amime-mesh/amime/internal/proxy"
 )
 
 // TestGRPCXDS checks the control plane with a client nobody here wrote:
 // grpc-go's xDS resolver, bootstrapped at our xDS server as a proxyless
 // gRPC node, routes RPCs to two real gRPC backends as a VirtualService
-// says (90/10 split, header match), and follows a change.
+// says (90/10 split, header match), and follows a change. An amime
+// sidecar on the same control plane gets the same assertions: it asks for
+// listeners and clusters by wildcard and for routes and endpoints by name,
+// which the server's cache must still answer.
 func TestGRPCXDS(t *testing.T) {
 	e := startGRPCXDS(t)
 	v1, v2 := e.backend("v1"), e.backend("v2")
@@ -51,34 +52,42 @@ func TestGRPCXDS(t *testing.T) {
     - destination: {host: recommendation, subset: v2}
       weight: 10`))
 
-	client := e.dial("xds:///recommendation.default.svc.cluster.local:8080")
-	e.waitFor(15*time.Second, "a first RPC through xDS", func() bool {
-		_, err := e.call(client, nil)
-		return err == nil
-	})
-
-	// 90/10: the v1 share of 1000 calls has a standard deviation of about
-	// 1%, so ±5% fails only when the split is wrong.
-	const n = 1000
-	counts := map[string]int{}
-	for range n {
-		name, err := e.call(client, nil)
-		if err != nil {
-			t.Fatalf("call: %v\n%s", err, e.status())
-		}
-		counts[name]++
+	clients := []struct {
+		name string
+		c    testgrpc.TestServiceClient
+	}{
+		{"grpc-go xds", e.dial("xds:///recommendation.default.svc.cluster.local:8080")},
+		{"amime sidecar", e.sidecar()},
 	}
-	share := float64(counts["v1"]) / n
-	t.Logf("split over %d calls: v1 %d (%.1f%%), v2 %d", n, counts["v1"], 100*share, counts["v2"])
-	if share < 0.85 || share > 0.95 || counts["v1"]+counts["v2"] != n {
-		t.Errorf("v1 got %.1f%% of calls (%v), want 90%% ± 5%%", 100*share, counts)
-	}
-
-	// Header route: every call with x-canary: yes goes to v2.
 	canary := metadata.Pairs("x-canary", "yes")
-	for i := range 200 {
-		if name, err := e.call(client, canary); err != nil || name != "v2" {
-			t.Fatalf("canary call %d: answered by %q, err %v; want v2", i, name, err)
+	for _, c := range clients {
+		e.waitFor(15*time.Second, c.name+": a first RPC", func() bool {
+			_, err := e.call(c.c, nil)
+			return err == nil
+		})
+
+		// 90/10: the v1 share of 1000 calls has a standard deviation of
+		// about 1%, so ±5% fails only when the split is wrong.
+		const n = 1000
+		counts := map[string]int{}
+		for range n {
+			name, err := e.call(c.c, nil)
+			if err != nil {
+				t.Fatalf("%s: call: %v\n%s", c.name, err, e.status())
+			}
+			counts[name]++
+		}
+		share := float64(counts["v1"]) / n
+		t.Logf("%s: split over %d calls: v1 %d (%.1f%%), v2 %d", c.name, n, counts["v1"], 100*share, counts["v2"])
+		if share < 0.85 || share > 0.95 || counts["v1"]+counts["v2"] != n {
+			t.Errorf("%s: v1 got %.1f%% of calls (%v), want 90%% ± 5%%", c.name, 100*share, counts)
+		}
+
+		// Header route: every call with x-canary: yes goes to v2.
+		for i := range 200 {
+			if name, err := e.call(c.c, canary); err != nil || name != "v2" {
+				t.Fatalf("%s: canary call %d: answered by %q, err %v; want v2", c.name, i, name, err)
+			}
 		}
 	}
 
@@ -89,23 +98,25 @@ func TestGRPCXDS(t *testing.T) {
 		return err == nil && name == "v2"
 	})
 
-	// Everything to v2: the client follows without reconnecting.
+	// Everything to v2: the clients follow without reconnecting.
 	e.apply(grpcxdsVirtualService(`
   - route:
     - destination: {host: recommendation, subset: v2}`))
-	streak := 0
-	e.waitFor(10*time.Second, "all calls to go to v2", func() bool {
-		// 50 in a row under the old 90/10 split: chance 1e-50.
-		if name, err := e.call(client, nil); err == nil && name == "v2" {
-			streak++
-		} else {
-			streak = 0
-		}
-		return streak == 50
-	})
-	for i := range 200 {
-		if name, err := e.call(client, nil); err != nil || name != "v2" {
-			t.Fatalf("call %d after the change: answered by %q, err %v; want v2", i, name, err)
+	for _, c := range clients {
+		streak := 0
+		e.waitFor(10*time.Second, c.name+": all calls to go to v2", func() bool {
+			// 50 in a row under the old 90/10 split: chance 1e-50.
+			if name, err := e.call(c.c, nil); err == nil && name == "v2" {
+				streak++
+			} else {
+				streak = 0
+			}
+			return streak == 50
+		})
+		for i := range 200 {
+			if name, err := e.call(c.c, nil); err != nil || name != "v2" {
+				t.Fatalf("%s: call %d after the change: answered by %q, err %v; want v2", c.name, i, name, err)
+			}
 		}
 	}
 	for id, problem := range e.unsynced() {
@@ -252,6 +263,45 @@ func (e *grpcxdsEnv) apply(yaml string) {
 func (e *grpcxdsEnv) dial(target string) testgrpc.TestServiceClient {
 	e.t.Helper()
 	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(e.rb))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = cc.Close() })
+	return testgrpc.NewTestServiceClient(cc)
+}
+
+// sidecar runs an amime proxy on the control plane, with its HTTP_PROXY
+// listener on a free port of 127.0.0.1, and returns a plain gRPC client
+// of it that names the service as authority: the sidecar routes by it.
+func (e *grpcxdsEnv) sidecar() testgrpc.TestServiceClient {
+	e.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	md, err := structpb.NewStruct(map[string]any{MetaNamespace: "default", MetaHTTPProxy: addr})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p, err := proxy.New(proxy.Options{
+		Bootstrap: &bootstrapv3.Bootstrap{Node: &corev3.Node{Id: "sidecar~127.0.0.1~frontend.default~default.svc.cluster.local", Metadata: md}},
+		XDSAddr:   e.cp.XDSAddr(), DrainDuration: time.Second,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = p.Run(ctx)
+	}()
+	e.t.Cleanup(func() { cancel(); <-done })
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority("recommendation.default.svc.cluster.local:8080"))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strconv"
 	"sync"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -100,10 +103,19 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	// ads=false: a request naming resources is answered with those it
+	// names. With ads=true the cache answers a named request only when
+	// the names cover every resource of the type, which suits Envoy's
+	// wildcard LDS/CDS but leaves gRPC clients, which ask for one
+	// listener and the clusters they route to, without an answer. What
+	// ads=true also does, notify watches in CDS, EDS, LDS, RDS order, was
+	// not kept on the wire: without WithOrderedADS the server sends each
+	// type's response from its own channel, in whatever order it picks
+	// them up. Wildcard requests get every resource either way.
 	s := &Server{
 		opts:    opts,
 		log:     opts.Log,
-		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil),
+		cache:   cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
 		pushes:  make(chan pushRequest, 1024),
 		streams: map[int64]string{},
 		proxies: map[string]*proxyState{},
@@ -203,11 +215,12 @@ func (s *Server) generate(p *proxyState, version string, changedAt time.Time) {
 		snap, err = cachev3.NewSnapshot(version, res)
 	}
 	if err == nil {
-		err = snap.Consistent()
+		err = consistent(snap)
 	}
 	if err == nil {
+		// A copy: request updates p.cur's entries as ACKs arrive.
 		s.mu.Lock()
-		prev := p.cur
+		prev := maps.Clone(p.cur)
 		s.mu.Unlock()
 		for _, t := range typeOrder {
 			h, herr := hashResources(res[t])
@@ -235,7 +248,56 @@ func (s *Server) generate(p *proxyState, version string, changedAt time.Time) {
 	}
 	p.genErr = ""
 	p.version = version
+	for t, ts := range next {
+		if cur, ok := p.cur[t]; ok && cur.version == ts.version {
+			next[t] = cur // keeps what an ACK recorded meanwhile
+		}
+	}
 	p.cur = next
+}
+
+// consistent is Snapshot.Consistent (every route configuration and load
+// assignment is named by a listener or cluster, and every one they name is
+// there) also following the RDS names of api_listeners, which
+// go-control-plane's check does not see: proxyless gRPC views consist of
+// them.
+func consistent(snap *cachev3.Snapshot) error {
+	refs := cachev3.GetAllResourceReferences(snap.Resources)
+	for _, r := range snap.Resources[types.Listener].Items {
+		l, ok := r.Resource.(*listenerv3.Listener)
+		a := l.GetApiListener().GetApiListener()
+		if !ok || a == nil || !a.MessageIs(&hcmv3.HttpConnectionManager{}) {
+			continue
+		}
+		m := &hcmv3.HttpConnectionManager{}
+		if err := a.UnmarshalTo(m); err != nil {
+			return fmt.Errorf("listener %q: api_listener: %w", l.GetName(), err)
+		}
+		if name := m.GetRds().GetRouteConfigName(); name != "" {
+			if refs[resourcev3.RouteType] == nil {
+				refs[resourcev3.RouteType] = map[string]bool{}
+			}
+			refs[resourcev3.RouteType][name] = true
+		}
+	}
+	for _, t := range []types.ResponseType{types.Endpoint, types.Route} {
+		url, err := cachev3.GetResponseTypeURL(t)
+		if err != nil {
+			return err
+		}
+		named, have := refs[url], snap.Resources[t].Items
+		for name := range named {
+			if _, ok := have[name]; !ok {
+				return fmt.Errorf("%s %q is referenced but missing", shortType(url), name)
+			}
+		}
+		for name := range have {
+			if !named[name] {
+				return fmt.Errorf("%s %q is not referenced", shortType(url), name)
+			}
+		}
+	}
+	return nil
 }
 
 // hashResources fingerprints a type's resources with deterministic

@@ -128,7 +128,7 @@ func newBuilder(in Input, p *Proxy) *builder {
 			idx.exact[e.host] = e
 		}
 	}
-	if p.Type == Sidecar {
+	if p.Type == Sidecar || p.Type == GRPC {
 		b.indexSidecarVirtualServices()
 	}
 	return b

@@ -55,19 +55,9 @@ func copyAny(a *anypb.Any) *anypb.Any { return &anypb.Any{TypeUrl: a.TypeUrl, Va
 func (b *builder) connectTimeout() *durationpb.Duration { return durationpb.New(b.mesh.ConnectTimeout) }
 
 func (b *builder) buildClusters() {
-	b.res.Clusters = append(b.res.Clusters,
-		&clusterv3.Cluster{
-			Name:                 BlackHoleCluster,
-			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-			ConnectTimeout:       b.connectTimeout(),
-		},
-		&clusterv3.Cluster{
-			Name:                          PassthroughCluster,
-			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
-			LbPolicy:                      clusterv3.Cluster_CLUSTER_PROVIDED,
-			ConnectTimeout:                b.connectTimeout(),
-			TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsKey: copyAny(downstreamOptions)},
-		})
+	if b.proxy.Type != GRPC {
+		b.catchAllClusters()
+	}
 	checked := map[*drEntry]bool{}
 	for _, svc := range b.services {
 		dr := b.destinationRule(svc.Hostname, svc.Namespace)
@@ -93,16 +83,39 @@ func (b *builder) buildClusters() {
 	}
 }
 
+// catchAllClusters are where routes for hosts outside the registry go.
+// Proxyless gRPC gets neither: its clients dial registry hosts only, and
+// grpc-go supports neither STATIC nor ORIGINAL_DST clusters.
+func (b *builder) catchAllClusters() {
+	b.res.Clusters = append(b.res.Clusters,
+		&clusterv3.Cluster{
+			Name:                 BlackHoleCluster,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+			ConnectTimeout:       b.connectTimeout(),
+		},
+		&clusterv3.Cluster{
+			Name:                          PassthroughCluster,
+			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+			LbPolicy:                      clusterv3.Cluster_CLUSTER_PROVIDED,
+			ConnectTimeout:                b.connectTimeout(),
+			TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsKey: copyAny(downstreamOptions)},
+		})
+}
+
 func (b *builder) outboundCluster(svc *registry.Service, meta *structpb.Value, port registry.Port, subset *networking.Subset, dr *drEntry) {
 	if subset != nil && subset.GetName() == "" {
 		return
 	}
 	name := OutboundCluster(port.Number, subset.GetName(), svc.Hostname)
+	lb := effectiveLB(dr, subset, port.Number)
 	c := &clusterv3.Cluster{
 		Name:           name,
 		ConnectTimeout: b.connectTimeout(),
-		LbPolicy:       lbPolicy(effectiveLB(dr, subset, port.Number)),
+		LbPolicy:       lbPolicy(lb),
 		Metadata:       clusterMetadata(meta, subset, dr),
+	}
+	if b.proxy.Type == GRPC {
+		c.LbPolicy = b.grpcLBPolicy(lb, dr)
 	}
 	eps := svc.Endpoints(port.Number, subset.GetLabels())
 	switch svc.Resolution {
@@ -152,7 +165,11 @@ func (b *builder) outboundCluster(svc *registry.Service, meta *structpb.Value, p
 		b.warnf(nil, "cluster %s: resolution %s is not supported yet; skipped", name, svc.Resolution)
 		return
 	}
-	if port.Protocol.IsHTTP2() {
+	if b.proxy.Type == GRPC {
+		if !b.grpcClusterType(c) {
+			return
+		}
+	} else if port.Protocol.IsHTTP2() {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: copyAny(http2Options)}
 	}
 	b.res.Clusters = append(b.res.Clusters, c)
@@ -188,7 +205,14 @@ func (b *builder) edsCluster(c *clusterv3.Cluster, eps []*registry.Endpoint) {
 		}
 		ips = append(ips, e)
 	}
-	b.res.Endpoints = append(b.res.Endpoints, loadAssignment(c.Name, ips))
+	if b.proxy.Type == GRPC {
+		ips = b.grpcEndpoints(c.Name, ips)
+	}
+	cla := loadAssignment(c.Name, ips)
+	if b.proxy.Type == GRPC {
+		grpcLocalities(cla)
+	}
+	b.res.Endpoints = append(b.res.Endpoints, cla)
 }
 
 // sidecarMetadata is Istio's marker for the mTLS transport socket match,

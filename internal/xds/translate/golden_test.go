@@ -37,7 +37,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 // requesting proxy (kind: TestProxy).
 type testProxy struct {
 	ID             string            `json:"id"`
-	Type           string            `json:"type"` // sidecar | router
+	Type           string            `json:"type"` // sidecar | router | grpc
 	Namespace      string            `json:"namespace"`
 	Labels         map[string]string `json:"labels"`
 	IPs            []string          `json:"ips"`
@@ -142,8 +142,11 @@ func loadCase(t testing.TB, path string) testCase {
 	tc.in.Registry = registry.Build(ses, wes, healthFunc(func(k config.Key) bool { return !unhealthy[k.Namespace+"/"+k.Name] }))
 	p := Proxy{ID: tp.ID, Namespace: tp.Namespace, Labels: tp.Labels, IPs: tp.IPs, ServiceAccount: tp.ServiceAccount,
 		Outbound: Outbound{HTTPProxy: tp.Outbound.HTTPProxy, BindIP: tp.Outbound.BindIP}}
-	if tp.Type == "router" {
+	switch tp.Type {
+	case "router":
 		p.Type = Router
+	case "grpc":
+		p.Type = GRPC
 	}
 	if tp.RegistryOnly {
 		p.Mesh.OutboundTrafficPolicy = RegistryOnly
@@ -210,7 +213,11 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkProxyAccepts(t, res)
+			if tc.proxy.Type == GRPC {
+				checkGRPCAccepts(t, res)
+			} else {
+				checkProxyAccepts(t, res)
+			}
 			got := render(t, res)
 
 			// Same output whatever the order of the inputs.

@@ -362,8 +362,7 @@ func (b *builder) applyDestinations(out *routev3.Route, vs *vsEntry, path string
 	if in.GetTimeout() != nil {
 		action.Timeout = in.GetTimeout()
 	}
-	// As Istio: bound gRPC's own grpc-timeout header by the route timeout.
-	action.MaxGrpcTimeout = action.Timeout
+	b.boundGRPCTimeout(action)
 	if rw := in.GetRewrite(); rw != nil {
 		if rr := rw.GetUriRegexRewrite(); rr != nil {
 			action.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: rr.GetMatch()}, Substitution: rr.GetRewrite()}
@@ -591,17 +590,30 @@ func (b *builder) defaultRetry() *routev3.RetryPolicy {
 // defaultRoute is the route of a service without VirtualService (Istio's
 // BuildDefaultHTTPOutboundRoute).
 func (b *builder) defaultRoute(cluster, host string, port uint32) *routev3.Route {
+	action := &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+		Timeout:          noTimeout,
+		RetryPolicy:      b.defaultRetry(),
+	}
+	b.boundGRPCTimeout(action)
 	return &routev3.Route{
-		Name:  "default",
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
-			Timeout:          noTimeout,
-			MaxGrpcTimeout:   noTimeout,
-			RetryPolicy:      b.defaultRetry(),
-		}},
+		Name:      "default",
+		Match:     &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action:    &routev3.Route_Route{Route: action},
 		Decorator: &routev3.Decorator{Operation: host + ":" + strconv.FormatUint(uint64(port), 10) + "/*"},
 	}
+}
+
+// boundGRPCTimeout makes the route timeout bound gRPC deadlines too, as
+// Istio does: proxies read max_grpc_timeout (the grpc-timeout header is
+// capped by it), gRPC clients only max_stream_duration (gRFC A31), 0
+// meaning no limit in both.
+func (b *builder) boundGRPCTimeout(a *routev3.RouteAction) {
+	if b.proxy.Type == GRPC {
+		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: a.Timeout}
+		return
+	}
+	a.MaxGrpcTimeout = a.Timeout
 }
 
 // catchAllVirtualHost handles hosts outside the registry: PassthroughCluster

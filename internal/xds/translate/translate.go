@@ -36,6 +36,10 @@
 //     ports with inline routes to inbound|<port>|| (STATIC 127.0.0.1:<target>).
 //   - Unhealthy endpoints stay in EDS as UNHEALTHY; DNS clusters list only
 //     healthy targets (unless none is).
+//
+// Proxyless gRPC (Proxy.Type GRPC, Istio's GENERATOR=grpc) gets the same
+// routes and clusters through the same builders, shaped for grpc-go's xDS
+// client (gRFCs A27, A28, A31); see grpc.go for what differs.
 package translate
 
 import (
@@ -73,6 +77,11 @@ const (
 	Sidecar ProxyType = iota
 	// Router is a gateway: listeners come from the Gateways selecting it.
 	Router
+	// GRPC is a proxyless gRPC client (grpc-go's xds resolver; Istio's
+	// GENERATOR=grpc): api_listeners named as the targets it dials, and
+	// the endpoints it connects to directly. No sidecar, no inbound:
+	// Proxy.Inbound and Proxy.Outbound are ignored.
+	GRPC
 )
 
 // Proxy describes the proxy asking for configuration.
@@ -223,12 +232,14 @@ func Translate(in Input, proxy Proxy) (*Resources, error) {
 		b.buildSidecarListeners()
 	case Router:
 		b.buildGatewayListeners()
+	case GRPC:
+		b.buildGRPCListeners()
 	}
 	return b.finish(), nil
 }
 
 func checkProxy(p *Proxy) error {
-	if p.Type != Sidecar && p.Type != Router {
+	if p.Type != Sidecar && p.Type != Router && p.Type != GRPC {
 		return fmt.Errorf("proxy %q: unknown type %d", p.ID, p.Type)
 	}
 	if p.Outbound.HTTPProxy != "" {
