@@ -54,6 +54,12 @@ func (b *builder) buildGatewayListeners() {
 				b.warnf(o, "servers[%d].tls: not translated yet (httpsRedirect needs require_tls)", i)
 			}
 			bind := s.GetBind()
+			if bind == "" && len(b.proxy.IPs) > 0 {
+				// Outside Kubernetes the gateway's own address, as inbound
+				// listeners use: a laptop mesh must not listen on every
+				// interface unless asked to.
+				bind = b.proxy.IPs[0]
+			}
 			if bind == "" {
 				bind = "0.0.0.0"
 			}
