@@ -155,12 +155,14 @@ func readObject(w http.ResponseWriter, r *http.Request, k config.KindInfo, wantN
 
 func dryRun(r *http.Request) bool { return r.URL.Query().Get("dryRun") == "All" }
 
-func (a *api) create(w http.ResponseWriter, r *http.Request) {
+// write is the shared body of create, update and apply: read the one
+// object of the request, dry-run it or hand it to do.
+func (a *api) write(w http.ResponseWriter, r *http.Request, byName bool, do func(*config.Object) (*config.Object, config.Op, error)) {
 	k, ok := kindOf(w, r)
 	if !ok {
 		return
 	}
-	o, ok := readObject(w, r, k, false)
+	o, ok := readObject(w, r, k, byName)
 	if !ok {
 		return
 	}
@@ -168,59 +170,41 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 		a.dryRunOne(w, o)
 		return
 	}
-	stored, err := a.store.Create(o)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeObject(w, http.StatusCreated, stored, config.OpCreated)
-}
-
-func (a *api) update(w http.ResponseWriter, r *http.Request) {
-	k, ok := kindOf(w, r)
-	if !ok {
-		return
-	}
-	o, ok := readObject(w, r, k, true)
-	if !ok {
-		return
-	}
-	if dryRun(r) {
-		a.dryRunOne(w, o)
-		return
-	}
-	stored, err := a.store.Update(o)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeObject(w, http.StatusOK, stored, config.OpConfigured)
-}
-
-// apply is server-side apply's create-or-replace.
-func (a *api) apply(w http.ResponseWriter, r *http.Request) {
-	k, ok := kindOf(w, r)
-	if !ok {
-		return
-	}
-	o, ok := readObject(w, r, k, true)
-	if !ok {
-		return
-	}
-	if dryRun(r) {
-		a.dryRunOne(w, o)
-		return
-	}
-	res, err := a.store.ApplyAll([]*config.Object{o})
+	stored, op, err := do(o)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	code := http.StatusOK
-	if res[0].Op == config.OpCreated {
+	if op == config.OpCreated {
 		code = http.StatusCreated
 	}
-	writeObject(w, code, res[0].Object, res[0].Op)
+	writeObject(w, code, stored, op)
+}
+
+func (a *api) create(w http.ResponseWriter, r *http.Request) {
+	a.write(w, r, false, func(o *config.Object) (*config.Object, config.Op, error) {
+		stored, err := a.store.Create(o)
+		return stored, config.OpCreated, err
+	})
+}
+
+func (a *api) update(w http.ResponseWriter, r *http.Request) {
+	a.write(w, r, true, func(o *config.Object) (*config.Object, config.Op, error) {
+		stored, err := a.store.Update(o)
+		return stored, config.OpConfigured, err
+	})
+}
+
+// apply is server-side apply's create-or-replace.
+func (a *api) apply(w http.ResponseWriter, r *http.Request) {
+	a.write(w, r, true, func(o *config.Object) (*config.Object, config.Op, error) {
+		res, err := a.store.ApplyAll([]*config.Object{o})
+		if err != nil {
+			return nil, "", err
+		}
+		return res[0].Object, res[0].Op, nil
+	})
 }
 
 func (a *api) dryRunOne(w http.ResponseWriter, o *config.Object) {
