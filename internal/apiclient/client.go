@@ -173,8 +173,22 @@ func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
 	return data, err
 }
 
-// Heartbeat renews a self-registered WorkloadEntry's lease.
-func (c *Client) Heartbeat(ctx context.Context, namespace, name string) error {
-	_, _, err := c.do(ctx, "POST", "/apis/amime.io/v1/namespaces/"+url.PathEscape(namespace)+"/workloadentries/"+url.PathEscape(name)+"/heartbeat", nil, "")
-	return err
+// Heartbeat renews a self-registered WorkloadEntry's lease and returns the
+// heartbeat interval the control plane asks for (0 if it names none).
+func (c *Client) Heartbeat(ctx context.Context, namespace, name string) (time.Duration, error) {
+	data, _, err := c.do(ctx, "POST", "/apis/amime.io/v1/namespaces/"+url.PathEscape(namespace)+"/workloadentries/"+url.PathEscape(name)+"/heartbeat", nil, "")
+	if err != nil {
+		return 0, err
+	}
+	var r struct {
+		Interval string `json:"interval"`
+	}
+	if json.Unmarshal(data, &r) != nil || r.Interval == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(r.Interval)
+	if err != nil || d <= 0 {
+		return 0, nil
+	}
+	return d, nil
 }

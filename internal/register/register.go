@@ -23,6 +23,9 @@ import (
 // may remove them when their heartbeats stop.
 const Annotation = "amime.io/registered-by"
 
+// minInterval bounds how often a control plane can make a proxy beat.
+const minInterval = 50 * time.Millisecond
+
 // Options describe the workload.
 type Options struct {
 	Client         *apiclient.Client
@@ -33,7 +36,9 @@ type Options struct {
 	Ports          map[string]uint32 // port name -> port the workload's proxy listens on
 	ServiceAccount string
 	// Interval between heartbeats (default 5 s; the control plane's grace
-	// is 15 s before unhealthy).
+	// is 15 s before unhealthy). A shorter interval the control plane asks
+	// for in its heartbeat answers wins, so a lease shorter than Interval
+	// (--unhealthy-after) does not expire between heartbeats.
 	Interval time.Duration
 	Log      *slog.Logger
 }
@@ -63,7 +68,8 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("encode workload entry: %w", err)
 	}
 	registered := false
-	t := time.NewTicker(o.Interval)
+	interval := o.Interval
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		if !registered {
@@ -79,7 +85,14 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 		if registered {
-			if err := o.Client.Heartbeat(ctx, o.Namespace, o.Name); err != nil {
+			asked, err := o.Client.Heartbeat(ctx, o.Namespace, o.Name)
+			if err == nil && asked > 0 {
+				if want := min(o.Interval, max(asked, minInterval)); want != interval {
+					interval = want
+					t.Reset(interval)
+					o.Log.Debug("heartbeat interval set by the control plane", "interval", interval)
+				}
+			} else if err != nil {
 				var se *apiclient.StatusError
 				if errors.As(err, &se) && se.Code == http.StatusNotFound {
 					// The control plane lost or expired the entry: register again.
