@@ -72,6 +72,9 @@ type Proxy struct {
 	staticListeners []*listenerv3.Listener
 	dynListeners    map[string]*listenerv3.Listener
 	routeConfigs    map[string]*routev3.RouteConfiguration
+	wantRoutes      map[string]*route.Table // accepted by RDS; see installRoutes
+	routesSince     time.Time
+	routeTimer      *time.Timer
 	endpoints       map[string]*endpointv3.ClusterLoadAssignment
 	live            map[string]*listener.Listener
 	warming         map[string]*listener.Compiled
@@ -377,10 +380,16 @@ func (p *Proxy) OnUpdate(typeURL string, resources map[string]*anypb.Any) error 
 	switch typeURL {
 	case resourcev3.ClusterType:
 		err = p.updateClusters(resources)
+		if err == nil {
+			err = p.installRoutes()
+		}
 		count(err, &p.stats.cdsUpdates, &p.stats.cdsRejects)
 		p.gotCDS.Store(err == nil || p.gotCDS.Load())
 	case resourcev3.EndpointType:
 		err = p.updateEndpoints(resources)
+		if err == nil {
+			err = p.installRoutes()
+		}
 		count(err, &p.stats.edsUpdates, &p.stats.edsRejects)
 	case resourcev3.ListenerType:
 		err = p.updateListeners(resources)
@@ -528,12 +537,71 @@ func (p *Proxy) updateRoutes(res map[string]*anypb.Any) error {
 		next[name] = t
 		cfgs[name] = rc
 	}
-	p.routes.Store(&next)
+	p.wantRoutes = next
 	p.routeConfigs = cfgs
+	p.routesSince = time.Now()
+	return p.installRoutes()
+}
+
+// routeWarmTimeout bounds how long a route table waits for its clusters.
+const routeWarmTimeout = 5 * time.Second
+
+// installRoutes makes the accepted route tables live, except one that
+// names a cluster not yet usable (unknown, or an EDS cluster still waiting
+// for its first endpoints): its previous version keeps serving until the
+// clusters arrive, so a route change that comes with new subsets never
+// sends requests to a cluster the proxy cannot use yet. The control plane
+// orders CDS and EDS before RDS, but a new cluster's endpoints are only
+// requested once CDS is applied, so RDS can still overtake them; Envoy
+// avoids the same gap by warming clusters. After routeWarmTimeout the
+// table goes live anyway. Called with p.mu held.
+func (p *Proxy) installRoutes() error {
+	cur := *p.routes.Load()
+	next := make(map[string]*route.Table, len(p.wantRoutes))
+	waiting := 0
+	expired := time.Since(p.routesSince) >= routeWarmTimeout
+	for name, t := range p.wantRoutes {
+		if expired || p.clustersUsable(t) {
+			next[name] = t
+			continue
+		}
+		waiting++
+		if old := cur[name]; old != nil {
+			next[name] = old
+		}
+	}
+	p.routes.Store(&next)
+	if waiting > 0 && p.routeTimer == nil {
+		p.routeTimer = time.AfterFunc(routeWarmTimeout, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.routeTimer = nil
+			if err := p.installRoutes(); err != nil {
+				p.log.Warn("installing routes", "err", err)
+			}
+		})
+	}
 	if len(p.warming) > 0 {
 		return p.applyListeners()
 	}
 	return nil
+}
+
+// clustersUsable reports whether every cluster a table names is ready.
+// Called with p.mu held.
+func (p *Proxy) clustersUsable(t *route.Table) bool {
+	for _, name := range t.Clusters() {
+		c := p.clusters.Get(name)
+		if c == nil {
+			return false
+		}
+		if c.Discovery == cluster.EDS {
+			if _, ok := p.endpoints[c.EDSServiceName]; !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Rules is every field the proxy implements.

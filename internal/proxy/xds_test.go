@@ -352,3 +352,49 @@ func TestConfigSwapsUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d requests at %.0f qps, all 200, across %d config swaps", res.DurationHistogram.Count, res.ActualQPS, swaps.Load())
 }
+
+// TestRouteWaitsForItsClusters delivers a route change before the new
+// cluster and its endpoints (the order ADS can produce when a route moves to
+// new subsets): the old route keeps serving until the cluster is usable.
+func TestRouteWaitsForItsClusters(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	aAddr, bAddr := strings.TrimPrefix(a.URL, "http://"), strings.TrimPrefix(b.URL, "http://")
+	port := freePort(t)
+	r := startProxy(t, `node: {id: warm-test}`, nil)
+	p := r.p
+	deliver := func(res map[resourcev3.Type][]types.Resource, types ...resourcev3.Type) {
+		t.Helper()
+		for _, typ := range types {
+			set := map[string]*anypb.Any{}
+			for _, x := range res[typ] {
+				a, err := anypb.New(x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				set[cachev3.GetResourceName(x)] = a
+			}
+			if err := p.OnUpdate(typ, set); err != nil {
+				t.Fatalf("%s: %v", typ, err)
+			}
+		}
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	c := &http.Client{}
+	v1 := mesh(t, port, map[string]uint32{"old": 100}, map[string][]string{"old": {aAddr}})
+	deliver(v1, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType)
+	waitFor(t, 5*time.Second, "listener", func() bool { _, err := get(t, c, url); return err == nil })
+
+	v2 := mesh(t, port, map[string]uint32{"new": 100}, map[string][]string{"old": {aAddr}, "new": {bAddr}})
+	deliver(v2, resourcev3.RouteType)
+	if e, err := get(t, c, url); err != nil || e.Name != "a" {
+		t.Fatalf("route to an unknown cluster went live: %+v %v", e, err)
+	}
+	deliver(v2, resourcev3.ClusterType)
+	if e, err := get(t, c, url); err != nil || e.Name != "a" {
+		t.Fatalf("route to a cluster without endpoints went live: %+v %v", e, err)
+	}
+	deliver(v2, resourcev3.EndpointType)
+	if e, err := get(t, c, url); err != nil || e.Name != "b" {
+		t.Fatalf("route did not go live once its cluster was ready: %+v %v", e, err)
+	}
+}
