@@ -104,6 +104,18 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer unlock()
+	// Another program on one of these addresses would otherwise answer in
+	// the mesh's place: a foreign server on 8080 made the first-request
+	// check succeed, another control plane on the API address took our
+	// configuration.
+	if err := checkFree(map[string]string{
+		GatewayAddr:      "the ingress gateway (Gateway istio-system/ingressgateway)",
+		opts.XDSAddr:     "the control plane's xDS (--xds-addr)",
+		opts.APIAddr:     "the control plane's API (--api-addr)",
+		opts.ControlAddr: "`amime scale` (--control-addr)",
+	}); err != nil {
+		return err
+	}
 	m := &Mesh{opts: opts, log: opts.Log, logDir: filepath.Join(opts.DataDir, "logs"), instances: map[string][]*instance{}, ctx: ctx}
 	if err := os.MkdirAll(m.logDir, 0o755); err != nil {
 		return fmt.Errorf("log dir: %w", err)
@@ -135,13 +147,36 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer ctl.Close()
 
-	if err := waitFirstRequest(ctx, "http://127.0.0.1:8080/", 30*time.Second); err != nil {
+	if err := waitFirstRequest(ctx, "http://"+GatewayAddr+"/", 30*time.Second); err != nil {
 		return fmt.Errorf("the mesh did not answer through the gateway: %w (logs in %s)", err, m.logDir)
 	}
 	m.printSummary(time.Since(start))
 	<-ctx.Done()
 	fmt.Fprintln(opts.Out, "\nstopping the mesh…")
 	return nil
+}
+
+// GatewayAddr is where the default Gateway (istio-system/ingressgateway)
+// serves.
+const GatewayAddr = "127.0.0.1:8080"
+
+// checkFree fails, naming the user of each address, when one of them is
+// already taken.
+func checkFree(addrs map[string]string) error {
+	var busy []string
+	for addr, user := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			busy = append(busy, fmt.Sprintf("%s, needed by %s: %v", addr, user, err))
+			continue
+		}
+		ln.Close()
+	}
+	if len(busy) == 0 {
+		return nil
+	}
+	sort.Strings(busy)
+	return fmt.Errorf("address in use, stop what listens there (ss -ltnp) or pick other addresses:\n  %s", strings.Join(busy, "\n  "))
 }
 
 // lock makes sure one `up` owns a data directory.
@@ -380,7 +415,8 @@ Try:
   curl http://127.0.0.1:8080/
   amime get serviceentries
   amime scale recommendation-v2 --replicas 2
-  amime apply -f examples/tutorial/      (see docs/getting-started.md)
+  amime apply -f examples/tutorial/destination-rule-recommendation-v1-v2.yaml
+  (each file in examples/tutorial/ is one step; see docs/getting-started.md)
 
 Ctrl-C stops everything.
 `)

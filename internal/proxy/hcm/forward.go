@@ -289,9 +289,7 @@ func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *clus
 			err = conn.W.Flush()
 		}
 		if err == nil {
-			if timeout > 0 {
-				err = conn.NetConn().SetReadDeadline(start.Add(timeout))
-			}
+			err = conn.SetTimeout(start, timeout)
 			if err == nil {
 				err = st.readResponseHead(conn)
 			}

@@ -38,6 +38,23 @@ type Conn struct {
 	idleSince time.Time
 	// Reused is true when the connection served a request before.
 	Reused bool
+	// hasDeadline: a read deadline from an earlier request is set.
+	hasDeadline bool
+}
+
+// SetTimeout bounds the reads of the current request to start+timeout, or
+// lifts the bound for a route without a timeout: a pooled connection must
+// not carry an earlier route's deadline into the next request.
+func (c *Conn) SetTimeout(start time.Time, timeout time.Duration) error {
+	if timeout > 0 {
+		c.hasDeadline = true
+		return c.nc.SetReadDeadline(start.Add(timeout))
+	}
+	if c.hasDeadline {
+		c.hasDeadline = false
+		return c.nc.SetReadDeadline(time.Time{})
+	}
+	return nil
 }
 
 // NetConn returns the underlying connection (for deadlines and upgrades).

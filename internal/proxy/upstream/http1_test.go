@@ -157,3 +157,29 @@ func TestPoolCloseAndConnectError(t *testing.T) {
 		t.Fatalf("err = %v, want ErrConnect", err)
 	}
 }
+
+func TestSetTimeoutLiftsAnEarlierDeadline(t *testing.T) {
+	addr, ch := server(t)
+	p := NewPool(addr, time.Second)
+	defer p.Close()
+	c, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := accept(t, ch)
+	// A request with a short timeout, then one without: the second must
+	// not inherit the first one's deadline.
+	if err := c.SetTimeout(time.Now(), 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetTimeout(time.Now(), 0); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond) // longer than the first deadline: the point of the test
+		srv.Write([]byte("x"))
+	}()
+	if _, err := c.R.ReadByte(); err != nil {
+		t.Fatalf("read after the deadline was lifted: %v", err)
+	}
+}
