@@ -126,7 +126,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	client := apiclient.New("http://"+opts.APIAddr, "")
-	if err := applyDefaults(ctx, client); err != nil {
+	if err := applyDefaultsOnce(ctx, client, opts.DataDir); err != nil {
 		return fmt.Errorf("default configuration: %w", err)
 	}
 	for _, d := range Deployments {
@@ -420,6 +420,20 @@ Try:
 
 Ctrl-C stops everything.
 `)
+}
+
+// applyDefaultsOnce applies the defaults on the first start of a data
+// directory only: what the user deleted later (say the catch-all
+// customer-ingress) stays deleted across restarts.
+func applyDefaultsOnce(ctx context.Context, c *apiclient.Client, dataDir string) error {
+	marker := filepath.Join(dataDir, "up-defaults-applied")
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	if err := applyDefaults(ctx, c); err != nil {
+		return err
+	}
+	return os.WriteFile(marker, []byte("the default configuration of `amime up` was applied once; delete this file to apply it again\n"), 0o644)
 }
 
 // applyDefaults creates the default objects that do not exist yet.
