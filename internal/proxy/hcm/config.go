@@ -1,7 +1,9 @@
 // Package hcm is the proxy's HTTP connection manager (Envoy's
 // envoy.filters.network.http_connection_manager): it serves downstream
 // HTTP/1.1 and HTTP/2 connections, routes each request with the route
-// table, and forwards it to an upstream cluster over HTTP/1.1 or HTTP/2.
+// table, runs the HTTP filters (fault injection) and forwards it to an
+// upstream cluster over HTTP/1.1 or HTTP/2, retrying as the route's retry
+// policy allows.
 package hcm
 
 import (
@@ -42,6 +44,9 @@ type Config struct {
 	RequestTimeout    time.Duration // 0: none
 	DrainTimeout      time.Duration // HTTP/2 GOAWAY grace, default 5s
 	Limits            http1.Limits
+
+	// filters are the http_filters before the router, in order.
+	filters []httpFilter
 }
 
 const routerFilterType = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -107,6 +112,10 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 			return nil, fmt.Errorf("upgrade_configs[%d].upgrade_type: %q is not supported by amime (websocket is)", i, u.GetUpgradeType())
 		}
 	}
+	filterNames, err := c.compileFilters(m)
+	if err != nil {
+		return nil, err
+	}
 	switch rs := m.GetRouteSpecifier().(type) {
 	case *hcmv3.HttpConnectionManager_Rds:
 		if rs.Rds.GetRouteConfigName() == "" {
@@ -114,7 +123,7 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 		}
 		c.RDSName = rs.Rds.GetRouteConfigName()
 	case *hcmv3.HttpConnectionManager_RouteConfig:
-		t, err := route.Compile(rs.RouteConfig)
+		t, err := route.CompileWithOptions(rs.RouteConfig, routeOptions(filterNames))
 		if err != nil {
 			return nil, fmt.Errorf("route_config.%w", err)
 		}
@@ -122,23 +131,42 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("route_specifier: rds or route_config is required")
 	}
+	return c, nil
+}
+
+// compileFilters builds the filter chain. It returns the filters' names
+// and types, for the per-route configuration of inline routes.
+func (c *Config) compileFilters(m *hcmv3.HttpConnectionManager) (map[string]string, error) {
 	filters := m.GetHttpFilters()
 	if len(filters) == 0 {
 		return nil, fmt.Errorf("http_filters: the router filter is required")
 	}
+	kinds := filterKinds()
+	names := map[string]string{}
 	for i, f := range filters {
 		last := i == len(filters)-1
-		isRouter := f.GetTypedConfig().GetTypeUrl() == routerFilterType
+		typeURL := f.GetTypedConfig().GetTypeUrl()
+		isRouter := typeURL == routerFilterType
 		switch {
 		case isRouter && !last:
 			return nil, fmt.Errorf("http_filters[%d]: the router filter must be last", i)
 		case !isRouter && last:
 			return nil, fmt.Errorf("http_filters[%d]: the last filter must be the router (envoy.filters.http.router)", i)
-		case !isRouter:
-			return nil, fmt.Errorf("http_filters[%d] %q: filter type %q is not supported by amime", i, f.GetName(), f.GetTypedConfig().GetTypeUrl())
+		case isRouter:
+			continue
 		}
+		k, ok := kinds[typeURL]
+		if !ok {
+			return nil, fmt.Errorf("http_filters[%d] %q: filter type %q is not supported by amime", i, f.GetName(), typeURL)
+		}
+		hf, err := k.build(f.GetName(), f.GetTypedConfig())
+		if err != nil {
+			return nil, fmt.Errorf("http_filters[%d] %q: %w", i, f.GetName(), err)
+		}
+		c.filters = append(c.filters, hf)
+		names[f.GetName()] = typeURL
 	}
-	return c, nil
+	return names, nil
 }
 
 // Rules lists the HttpConnectionManager fields amime implements, together
@@ -162,5 +190,9 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.core.v3.AggregatedConfigSource":                                                     {},
 		"envoy.extensions.filters.http.router.v3.Router":                                                  {},
 	}
-	return fieldcheck.Merge(r, route.Rules())
+	sets := []fieldcheck.Rules{r, route.Rules()}
+	for _, k := range filterKinds() {
+		sets = append(sets, k.rules)
+	}
+	return fieldcheck.Merge(sets...)
 }

@@ -123,6 +123,11 @@ func (st *stream) serve(req *request, rw responder) bool {
 	if table != nil {
 		rt = table.Select(&req.r, st.rng.Uint64())
 	}
+	for _, f := range h.cfg.filters {
+		if answered, ok := f.decode(st, req, rw, rt); answered {
+			return ok
+		}
+	}
 	if rt == nil {
 		return st.local(rw, req, 404, "", "route_not_found", streaminfo.NoRouteFound)
 	}
@@ -176,6 +181,9 @@ func (st *stream) serve(req *request, rw responder) bool {
 	st.env.Request = &req.r
 	rt.MutateRequest(hdrs, &st.env)
 
+	if rp := rt.RetryPolicyCompiled(); rp != nil {
+		return st.forwardRetrying(req, rw, rt, c, rp, path, timeout)
+	}
 	// The host is chosen after the route's header mutations, as Envoy's
 	// router does: an ORIGINAL_DST cluster may read a header they set.
 	host := st.pickHost(c, hdrs)
@@ -183,13 +191,25 @@ func (st *stream) serve(req *request, rw responder) bool {
 		return st.local(rw, req, 503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
 	}
 	info.UpstreamHost = host.Addr
+	info.AttemptCount = 1
+	authority, proto := st.upstreamTarget(req, rt, c, host)
+	host.Active.Add(1)
+	defer host.Active.Add(-1)
+	if proto == cluster.HTTP2 {
+		return st.forwardH2(req, rw, rt, c, host, path, authority, timeout, nil)
+	}
+	return st.forwardH1(req, rw, rt, c, host, path, authority, timeout, nil)
+}
+
+// upstreamTarget returns the authority the host is sent and the protocol
+// spoken to it.
+func (st *stream) upstreamTarget(req *request, rt *route.Route, c *cluster.Cluster, host *cluster.Host) (string, cluster.Protocol) {
 	authority := req.r.Authority
 	if a, ok := rt.RewriteHost(&req.r); ok {
 		authority = a
 	} else if rt.AutoHostRewrite() && host.Hostname != "" {
 		authority = host.Hostname
 	}
-
 	proto := c.Protocol
 	if proto == cluster.Downstream {
 		if req.http2 {
@@ -198,12 +218,7 @@ func (st *stream) serve(req *request, rw responder) bool {
 			proto = cluster.HTTP1
 		}
 	}
-	host.Active.Add(1)
-	defer host.Active.Add(-1)
-	if proto == cluster.HTTP2 {
-		return st.forwardH2(req, rw, rt, c, host, path, authority, timeout)
-	}
-	return st.forwardH1(req, rw, rt, c, host, path, authority, timeout)
+	return authority, proto
 }
 
 // pickHost chooses the upstream host: the load balancer's pick, or for an
@@ -241,7 +256,10 @@ func (st *stream) requestID(req *request) {
 
 // forwardH1 sends the request over an HTTP/1.1 connection from the host's
 // pool and streams the response back.
-func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *cluster.Cluster, host *cluster.Host, path, authority string, timeout time.Duration) bool {
+//
+// ts is nil without a retry policy; otherwise a retriable failure returns
+// with ts.retry set and nothing sent downstream.
+func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *cluster.Cluster, host *cluster.Host, path, authority string, timeout time.Duration, ts *tryState) bool {
 	info := &st.info
 	pool := poolFor(c, host)
 	hdrs := &req.r.Headers
@@ -264,6 +282,9 @@ func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *clus
 		conn, err = pool.Get(st.ctx)
 		if err != nil {
 			info.UpstreamFailed = err.Error()
+			if ts.retryReset(route.ResetConnectFailure, info) {
+				return true
+			}
 			return st.local(rw, req, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", "upstream_reset_before_response_started{connection_failure}", streaminfo.UpstreamConnectionFailure)
 		}
 		st.head = http1.AppendRequestHead(st.head[:0], req.r.Method, path, 1, *hdrs)
@@ -299,16 +320,26 @@ func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *clus
 		}
 		pool.Discard(conn)
 		if isTimeout(err) {
+			if ts != nil && ts.perTryBound && ts.retryReset(route.ResetPerTryTimeout, info) {
+				return true
+			}
 			return st.local(rw, req, 504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout)
 		}
 		if conn.Reused && replayable && attempt == 0 {
 			continue
 		}
 		info.UpstreamFailed = err.Error()
+		if ts.retryReset(route.ResetOther, info) {
+			return true
+		}
 		return st.local(rw, req, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", "upstream_reset_before_response_started{connection_termination}", streaminfo.UpstreamConnectionTermination)
 	}
 	info.UpstreamTime = time.Since(start)
 	resp := &conn.Resp
+	if ts != nil && resp.Status != 101 && ts.retryStatus(resp.Status, &resp.Headers, info) {
+		st.releaseRetried(pool, conn, req.r.Method)
+		return true
+	}
 
 	if resp.Status == 101 {
 		if !req.upgrade {
@@ -370,6 +401,23 @@ func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *clus
 		pool.Discard(conn)
 	}
 	return true
+}
+
+// releaseRetried disposes of the connection of a response that is retried:
+// a short body is skipped so the connection can be reused, as a retry
+// storm must not also be a reconnect storm.
+func (st *stream) releaseRetried(pool *upstream.Pool, conn *upstream.Conn, method string) {
+	kind, n := http1.ResponseBodyKind(&conn.Resp, method)
+	if !conn.Resp.KeepAlive || kind == http1.BodyUntilClose || kind == http1.BodyChunked || n > 64<<10 {
+		pool.Discard(conn)
+		return
+	}
+	conn.Body.Reset(conn.R, kind, n)
+	if _, err := io.Copy(io.Discard, &conn.Body); err != nil {
+		pool.Discard(conn)
+		return
+	}
+	pool.Put(conn)
 }
 
 // readResponseHead reads the final response head, skipping 100 Continue
@@ -460,6 +508,9 @@ func (st *stream) respHeaders(h *header.List, rt *route.Route, req *request, upg
 	}
 	st.serverHeader(h)
 	if rt != nil {
+		if rt.IncludeAttemptCountInResponse() {
+			h.Set("x-envoy-attempt-count", smallOrFormat(int64(max(st.info.AttemptCount, 1))))
+		}
 		st.env.Request = &req.r
 		rt.MutateResponse(h, &st.env)
 	}
@@ -489,7 +540,7 @@ func (st *stream) localWith(rw responder, req *request, rt *route.Route, status 
 	st.info.ResponseCode = status
 	st.info.Details = details
 	h := &st.resp
-	if req.grpc {
+	if req.grpc && !h.Has("grpc-status") { // not already a gRPC reply
 		status, body = grpcLocalReply(h, status, body)
 	}
 	if body != "" {

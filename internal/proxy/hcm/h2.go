@@ -222,7 +222,8 @@ func (d *h2Down) tunnel(net.Conn, []byte) error {
 }
 
 // forwardH2 sends the request over HTTP/2 (h2c) to the host.
-func (st *stream) forwardH2(req *request, rw responder, rt *route.Route, c *cluster.Cluster, host *cluster.Host, path, authority string, timeout time.Duration) bool {
+// ts is as for forwardH1.
+func (st *stream) forwardH2(req *request, rw responder, rt *route.Route, c *cluster.Cluster, host *cluster.Host, path, authority string, timeout time.Duration, ts *tryState) bool {
 	info := &st.info
 	cli := h2For(c, host)
 	var ctx context.Context
@@ -298,15 +299,31 @@ func (st *stream) forwardH2(req *request, rw responder, rt *route.Route, c *clus
 		info.UpstreamFailed = err.Error()
 		var oe *net.OpError
 		var se http2.StreamError
+		timedOut := isTimeout(err) || ctx.Err() == context.DeadlineExceeded
 		switch {
-		case isTimeout(err) || ctx.Err() == context.DeadlineExceeded:
+		case timedOut && ts != nil && ts.perTryBound && ts.retryReset(route.ResetPerTryTimeout, info):
+			return true
+		case timedOut:
 			return reusable(st.local(rw, req, 504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout))
 		case errors.As(err, &oe) && oe.Op == "dial":
+			if ts.retryReset(route.ResetConnectFailure, info) {
+				return true
+			}
 			return reusable(st.local(rw, req, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", "upstream_reset_before_response_started{connection_failure}", streaminfo.UpstreamConnectionFailure))
 		case errors.As(err, &se) && ctx.Err() == nil:
 			// RST_STREAM from the host (a gRPC server past the deadline, say).
+			kind := route.ResetOther
+			if se.Code == http2.ErrCodeRefusedStream {
+				kind = route.ResetRefusedStream
+			}
+			if ts.retryReset(kind, info) {
+				return true
+			}
 			return reusable(st.local(rw, req, 503, "upstream connect error or disconnect/reset before headers. reset reason: remote reset", "upstream_reset_before_response_started{remote_reset}", streaminfo.UpstreamRemoteReset))
 		default:
+			if ts.retryReset(route.ResetOther, info) {
+				return true
+			}
 			return reusable(st.local(rw, req, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", "upstream_reset_before_response_started{connection_termination}", streaminfo.UpstreamConnectionTermination))
 		}
 	}
@@ -314,6 +331,12 @@ func (st *stream) forwardH2(req *request, rw responder, rt *route.Route, c *clus
 		// Cancel first: Close waits until the transport stops sending the
 		// request body, and it may be blocked reading from the client.
 		cancel()
+		if ts != nil && ts.retry {
+			// The abandoned try's transport may be blocked reading the
+			// client's body, which the next try now owns: do not wait.
+			go resp.Body.Close()
+			return
+		}
 		resp.Body.Close()
 	}()
 	info.UpstreamTime = time.Since(start)
@@ -323,6 +346,9 @@ func (st *stream) forwardH2(req *request, rw responder, rt *route.Route, c *clus
 		for _, v := range vs {
 			st.resp.Add(name, v)
 		}
+	}
+	if ts != nil && ts.retryStatus(resp.StatusCode, &st.resp, info) {
+		return true
 	}
 	st.respHeaders(&st.resp, rt, req, false)
 	bodyLen := resp.ContentLength

@@ -457,11 +457,19 @@ func (c *compiler) forward(e *entry, ra *routev3.RouteAction, vhRetry *routev3.R
 		return err
 	}
 	e.retry = vhRetry
+	rp := p + ".retry_policy"
 	if ra.RetryPolicy != nil {
-		if err := checkRetry(ra.RetryPolicy, p+".retry_policy"); err != nil {
+		if err := checkRetry(ra.RetryPolicy, rp); err != nil {
 			return err
 		}
 		e.retry = ra.RetryPolicy
+	}
+	if e.retry != nil {
+		var err error
+		// A virtual host's policy was checked at its own path already.
+		if e.retryC, err = compileRetry(e.retry, rp); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -524,6 +532,9 @@ func checkRetry(rp *routev3.RetryPolicy, p string) error {
 				return err
 			}
 		}
+	}
+	if _, err := compileRetry(rp, p); err != nil {
+		return err
 	}
 	bo := rp.RetryBackOff
 	if bo == nil {

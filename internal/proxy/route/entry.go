@@ -34,6 +34,7 @@ type entry struct {
 	autoHost        bool
 	timeouts        Timeouts
 	retry           *routev3.RetryPolicy
+	retryC          *Retry
 
 	// Redirect and direct response.
 	redirect *redirect

@@ -9,9 +9,9 @@ import (
 // packages' rules and checks every configuration with the result before
 // Compile.
 //
-// RetryPolicy is listed with the fields the resilience work reads through
-// (*Route).RetryPolicy; that work owns their behaviour and the Any types of
-// retry_host_predicate. typed_per_filter_config values are Any: each filter
+// RetryPolicy is listed with the fields the router executes through
+// (*Route).RetryPolicyCompiled; per_try_idle_timeout, retriable_headers and
+// retriable_request_headers are not implemented, so they are refused. typed_per_filter_config values are Any: each filter
 // that registers a FilterConfigParser must also list its config type.
 // Metadata is accepted whole: it is opaque data for filters.
 func Rules() fieldcheck.Rules {
@@ -74,11 +74,12 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.route.v3.Decorator":            {"operation", "propagate"},
 		"envoy.config.core.v3.Metadata":              {fieldcheck.All},
 		"envoy.config.route.v3.RetryPolicy": {
-			"retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "retry_host_predicate",
+			"retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",
 			"host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off",
-			"retriable_headers", "retriable_request_headers",
 		},
 		"envoy.config.route.v3.RetryPolicy.RetryBackOff":       {"base_interval", "max_interval"},
 		"envoy.config.route.v3.RetryPolicy.RetryHostPredicate": {"name", "typed_config"},
+		// The only retry host predicate amime implements.
+		"envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate": {},
 	}
 }
