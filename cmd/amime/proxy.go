@@ -13,6 +13,7 @@ import (
 
 	"github.com/amime-mesh/amime/internal/proxy"
 	"github.com/amime-mesh/amime/internal/proxy/bootstrap"
+	"github.com/amime-mesh/amime/internal/proxy/telemetry"
 	"github.com/amime-mesh/amime/internal/register"
 )
 
@@ -26,6 +27,7 @@ func newProxyCmd(sf *serverFlags) *cobra.Command {
 		meta          nodeMeta
 		doRegister    bool
 		workloadName  string
+		logFormat     string
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -65,6 +67,15 @@ refused with their path, never ignored.`,
 				return err
 			}
 			opts.Bootstrap = b
+			// Access logs are on by default under xDS, as in Istio's demo
+			// profile; a static bootstrap (benchmarks, tests) asks for them.
+			if opts.AccessLog == "" && opts.XDSAddr != "" {
+				opts.AccessLog = "stdout"
+			}
+			var err error
+			if opts.AccessLogFormat, err = telemetry.ParseFormat(logFormat); err != nil {
+				return fmt.Errorf("--access-log-format: %w", err)
+			}
 			opts.Log = slog.Default().With("component", "proxy")
 			runCtx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
@@ -104,6 +115,8 @@ refused with their path, never ignored.`,
 	f.StringVar(&opts.AdminAddr, "admin-addr", "", "admin listener address (default: the bootstrap's admin address; none if unset)")
 	f.StringVar(&opts.HealthAddr, "health-addr", "", "health endpoint address serving /healthz/ready (Istio uses :15021); empty disables it")
 	f.StringVar(&opts.PrometheusAddr, "prometheus-addr", "", "address serving /stats/prometheus (Istio uses :15090); empty disables it")
+	f.StringVar(&opts.AccessLog, "access-log", "", "request log: stdout, a file path, or off (default: stdout with --xds, off with only --bootstrap)")
+	f.StringVar(&logFormat, "access-log-format", "json", "access log format: json (Istio's JSON fields) or text (Envoy's default line)")
 	f.DurationVar(&opts.DrainDuration, "drain-duration", 5*time.Second, "on SIGTERM, how long in-flight requests may take before connections are closed")
 	return cmd
 }

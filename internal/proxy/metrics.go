@@ -75,6 +75,7 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 func (p *Proxy) startPrometheus(ctx context.Context, addr string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newProxyCollector(p), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(p.tel.Collectors()...) // istio_* request metrics
 	mux := http.NewServeMux()
 	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	_, err := p.serveHTTP(ctx, "prometheus", addr, mux)

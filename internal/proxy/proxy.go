@@ -28,6 +28,7 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/hcm"
 	"github.com/amime-mesh/amime/internal/proxy/listener"
 	"github.com/amime-mesh/amime/internal/proxy/route"
+	"github.com/amime-mesh/amime/internal/proxy/telemetry"
 	"github.com/amime-mesh/amime/internal/proxy/xdsclient"
 )
 
@@ -50,6 +51,10 @@ type Options struct {
 	Log           *slog.Logger
 	// Quit is called by POST /quitquitquit to stop the process.
 	Quit func()
+	// AccessLog is where request lines go: "" or "off" (none), "stdout",
+	// or a file path.
+	AccessLog       string
+	AccessLogFormat telemetry.Format
 }
 
 // Proxy is one running data plane.
@@ -64,6 +69,7 @@ type Proxy struct {
 	conns    *hcm.ConnTracker
 	hcmEnv   *hcm.Env
 	deps     *listener.Deps
+	tel      *telemetry.Telemetry
 
 	mu              sync.Mutex // serializes config changes
 	ctx             context.Context
@@ -164,6 +170,14 @@ func New(opts Options) (*Proxy, error) {
 		}
 		p.xds = cli
 	}
+	// Last, so that no error above leaves the access log file open. No
+	// request is served before Run, so setting the hook now is safe.
+	tel, err := telemetry.New(telemetry.Config{Node: p.node, AccessLog: opts.AccessLog, AccessLogFormat: opts.AccessLogFormat})
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w", err)
+	}
+	p.tel = tel
+	p.hcmEnv.OnComplete = tel.OnComplete
 	return p, nil
 }
 
@@ -203,6 +217,13 @@ func (p *Proxy) Route(name string) *route.Table {
 func (p *Proxy) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	p.tel.Start()
+	// Runs after the listeners are drained: the last lines get written.
+	defer func() {
+		if err := p.tel.Close(); err != nil {
+			p.log.Warn("access log", "err", err)
+		}
+	}()
 	p.mu.Lock()
 	p.ctx = runCtx
 	p.clusters.Replace(runCtx, p.buildClusterSet())
@@ -530,7 +551,7 @@ func (p *Proxy) updateRoutes(res map[string]*anypb.Any) error {
 		if err := p.rules.Check(rc); err != nil {
 			return fmt.Errorf("route_configuration %q: %w", name, err)
 		}
-		t, err := route.Compile(rc)
+		t, err := route.CompileWithOptions(rc, hcm.RouteOptions())
 		if err != nil {
 			return fmt.Errorf("route_configuration %q: %w", name, err)
 		}

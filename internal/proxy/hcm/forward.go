@@ -102,6 +102,8 @@ func (st *stream) serve(req *request, rw responder) bool {
 	info.Path = req.r.Path
 	info.Authority = req.r.Authority
 	info.Downstream = st.remote
+	info.UserAgent, _ = req.r.Headers.Get("user-agent")
+	info.GRPC = req.grpc
 	if req.http2 {
 		info.Protocol = "HTTP/2"
 	} else {
@@ -167,6 +169,8 @@ func (st *stream) serve(req *request, rw responder) bool {
 	} else {
 		hdrs.SetIfAbsent("x-forwarded-proto", req.r.Scheme)
 	}
+	// As sent upstream, which is what Envoy's %REQ(X-FORWARDED-FOR)% logs.
+	info.ForwardedFor, _ = hdrs.Get("x-forwarded-for")
 	timeout := rt.Timeouts().Request
 	if timeout > 0 {
 		hdrs.Set("x-envoy-expected-rq-timeout-ms", st.timeoutText(timeout))
@@ -542,6 +546,9 @@ func (st *stream) localWith(rw responder, req *request, rt *route.Route, status 
 	h := &st.resp
 	if req.grpc && !h.Has("grpc-status") { // not already a gRPC reply
 		status, body = grpcLocalReply(h, status, body)
+	}
+	if req.grpc {
+		st.info.GRPCStatus, _ = h.Get("grpc-status")
 	}
 	if body != "" {
 		h.Add("content-type", "text/plain")

@@ -395,6 +395,12 @@ func (st *stream) forwardH2(req *request, rw responder, rt *route.Route, c *clus
 			trailers.Add(name, v)
 		}
 	}
+	if req.grpc {
+		// Trailers normally; headers for a trailers-only response.
+		if info.GRPCStatus = resp.Trailer.Get("Grpc-Status"); info.GRPCStatus == "" {
+			info.GRPCStatus = resp.Header.Get("Grpc-Status")
+		}
+	}
 	return reusable(rw.finish(trailers) == nil)
 }
 

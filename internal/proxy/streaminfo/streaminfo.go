@@ -3,10 +3,7 @@
 // timings and byte counts. Logs and metrics read it; the data path fills it.
 package streaminfo
 
-import (
-	"strings"
-	"time"
-)
+import "time"
 
 // Flags is a set of Envoy response flags.
 type Flags uint32
@@ -54,17 +51,26 @@ func (f Flags) String() string {
 	if f == 0 {
 		return "-"
 	}
-	var b strings.Builder
+	return string(f.AppendTo(make([]byte, 0, 16)))
+}
+
+// AppendTo appends f as String prints it, so that access logs need not
+// allocate.
+func (f Flags) AppendTo(b []byte) []byte {
+	if f == 0 {
+		return append(b, '-')
+	}
+	n := len(b)
 	for i := 0; i < len(shortNames); i++ {
 		if f&(1<<i) == 0 {
 			continue
 		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
+		if len(b) > n {
+			b = append(b, ',')
 		}
-		b.WriteString(shortNames[i])
+		b = append(b, shortNames[i]...)
 	}
-	return b.String()
+	return b
 }
 
 // Info is one request's record. The data path reuses it across requests on
@@ -89,6 +95,12 @@ type Info struct {
 	Duration       time.Duration
 	AttemptCount   int
 	UpstreamFailed string // transport failure reason
+	// Request headers the access log and metrics report; the data path
+	// sets them as it reads the request (empty: absent).
+	UserAgent    string // user-agent
+	ForwardedFor string // x-forwarded-for as sent upstream
+	GRPC         bool   // content-type is application/grpc…: request_protocol "grpc"
+	GRPCStatus   string // the response's grpc-status (headers or trailers), "" if none
 }
 
 // Reset clears the record for the next request.
