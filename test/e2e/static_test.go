@@ -185,11 +185,11 @@ func TestBootstrapRejected(t *testing.T) {
 				"typed_config": obj{"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
 			}}
 		}, "static_resources.listeners[0].listener_filters[0].typed_config"},
-		{"http filter fault", func(b bootstrap) {
+		{"http filter cors", func(b bootstrap) {
 			h := b.hcm()
 			h["http_filters"] = append([]any{obj{
-				"name":         "envoy.filters.http.fault",
-				"typed_config": obj{"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"},
+				"name":         "envoy.filters.http.cors",
+				"typed_config": obj{"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
 			}}, h["http_filters"].([]any)...)
 		}, hcmPath + ".http_filters[0]"},
 		{"unknown JSON field", func(b bootstrap) {
