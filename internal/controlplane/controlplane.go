@@ -10,12 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -66,14 +64,17 @@ type ControlPlane struct {
 
 	mu     sync.Mutex
 	cached *generation
+	// views shares translation between proxies (generate.go).
+	views views
 }
 
 // generation is the translator input for one store version and lease
 // state: built once per push, shared by every proxy's translation.
 type generation struct {
-	rv     string
-	health string
-	input  translate.Input
+	rv       string
+	health   string
+	input    translate.Input
+	ses, wes []*config.Object // the registry's sources
 }
 
 // New opens the store and binds the listeners; Run serves.
@@ -308,25 +309,21 @@ func (cp *ControlPlane) input() translate.Input {
 	if g := cp.cached; g != nil && g.rv == snap.ResourceVersion() && g.health == health {
 		return g.input
 	}
-	in := translate.Input{
+	g := &generation{rv: snap.ResourceVersion(), health: health, ses: snap.List(config.ServiceEntry), wes: snap.List(config.WorkloadEntry)}
+	g.input = translate.Input{
 		VirtualServices:  snap.List(config.VirtualService),
 		DestinationRules: snap.List(config.DestinationRule),
 		Gateways:         snap.List(config.Gateway),
-		Registry:         registry.Build(snap.List(config.ServiceEntry), snap.List(config.WorkloadEntry), cp.leases),
 	}
-	cp.cached = &generation{rv: snap.ResourceVersion(), health: health, input: in}
-	return in
-}
-
-// Generate implements server.Generator.
-func (cp *ControlPlane) Generate(node *corev3.Node) (map[resourcev3.Type][]types.Resource, error) {
-	p, err := ProxyFromNode(node, cp.opts.Mesh)
-	if err != nil {
-		return nil, err
+	// The store shares unchanged objects between snapshots: when no
+	// ServiceEntry or WorkloadEntry changed (a routing change), nor any
+	// health, the registry is the previous one, which also lets views
+	// keep what they built from it (generate.go).
+	if prev := cp.cached; prev != nil && prev.health == health && slices.Equal(prev.ses, g.ses) && slices.Equal(prev.wes, g.wes) {
+		g.input.Registry = prev.input.Registry
+	} else {
+		g.input.Registry = registry.Build(g.ses, g.wes, cp.leases)
 	}
-	res, err := translate.Translate(cp.input(), p)
-	if err != nil {
-		return nil, err
-	}
-	return res.ByType(), nil
+	cp.cached = g
+	return g.input
 }

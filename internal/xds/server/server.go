@@ -1,7 +1,13 @@
 // Package server is amime's xDS server: ADS (state of the world and delta)
-// over gRPC with go-control-plane. It keeps one snapshot per connected
-// proxy, rebuilt by a Generator after every change (debounced), records
-// what each proxy ACKed or NACKed, and measures convergence.
+// over gRPC with go-control-plane's server. It keeps the configuration of
+// every connected proxy, rebuilt by a Generator after every change
+// (debounced), records what each proxy ACKed or NACKed, and measures
+// convergence.
+//
+// Built for many proxies: a configuration is made of Sets that proxies
+// share, each resource serialized and fingerprinted once; a type is resent
+// only when its fingerprint moves, and for EDS and RDS only the resources
+// that changed are sent (see configCache).
 package server
 
 import (
@@ -9,28 +15,29 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 )
 
-// Generator builds the complete configuration of one proxy.
+// Generator builds the complete configuration of one proxy. Every call
+// of one push gets the same push number, and the server pushes after every
+// change, so a generator may build what proxies share once per push (and
+// serve proxies that connect between pushes from the last push's input).
+// Sets may be shared between proxies and between pushes.
 type Generator interface {
-	Generate(node *corev3.Node) (map[resourcev3.Type][]types.Resource, error)
+	Generate(node *corev3.Node, push uint64) (Config, error)
 }
 
 // Options configure a Server.
@@ -44,6 +51,10 @@ type Options struct {
 	Log                *slog.Logger
 	// Registry receives the server's metrics; nil disables them.
 	Registry prometheus.Registerer
+	// MaxInflightBytes bounds the size of the responses sent and not yet
+	// acknowledged, which gRPC buffers (see flow); 0 means 32 MiB, a
+	// negative value no bound.
+	MaxInflightBytes int64
 }
 
 // typeOrder lists the xDS types in the order proxies apply them.
@@ -53,7 +64,8 @@ var typeOrder = []string{resourcev3.ClusterType, resourcev3.EndpointType, resour
 type Server struct {
 	opts  Options
 	log   *slog.Logger
-	cache cachev3.SnapshotCache
+	cache *configCache
+	flow  *flow
 	xds   serverv3.Server
 	m     *metrics
 
@@ -63,6 +75,18 @@ type Server struct {
 	streams map[int64]string // stream id -> node id
 	proxies map[string]*proxyState
 	version uint64
+
+	// checked caches consistency checks by the sets checked, so that the
+	// proxies of one view are checked once per push.
+	checkMu sync.Mutex
+	checked map[string]error
+
+	// reqStream tells the cache which stream a SotW request came on:
+	// go-control-plane calls the request callback, then CreateWatch with
+	// the same request, without the stream. lastReq keeps it bounded.
+	reqMu     sync.Mutex
+	reqStream map[*discoveryv3.DiscoveryRequest]int64
+	lastReq   map[int64]*discoveryv3.DiscoveryRequest
 }
 
 type pushRequest struct {
@@ -71,6 +95,12 @@ type pushRequest struct {
 }
 
 type proxyState struct {
+	// genMu serializes generations, which a push and the proxy's first
+	// request may start together; genPush is the push last installed, so
+	// an older generation never replaces a newer one.
+	genMu   sync.Mutex
+	genPush uint64
+
 	node        *corev3.Node
 	streams     int
 	connectedAt time.Time
@@ -103,24 +133,24 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	// ads=false: a request naming resources is answered with those it
-	// names. With ads=true the cache answers a named request only when
-	// the names cover every resource of the type, which suits Envoy's
-	// wildcard LDS/CDS but leaves gRPC clients, which ask for one
-	// listener and the clusters they route to, without an answer. What
-	// ads=true also does, notify watches in CDS, EDS, LDS, RDS order, was
-	// not kept on the wire: without WithOrderedADS the server sends each
-	// type's response from its own channel, in whatever order it picks
-	// them up. Wildcard requests get every resource either way.
-	s := &Server{
-		opts:    opts,
-		log:     opts.Log,
-		cache:   cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
-		pushes:  make(chan pushRequest, 1024),
-		streams: map[int64]string{},
-		proxies: map[string]*proxyState{},
-		m:       newMetrics(opts.Registry),
+	if opts.MaxInflightBytes == 0 {
+		opts.MaxInflightBytes = 32 << 20
 	}
+	f := newFlow(opts.MaxInflightBytes, 5*time.Second)
+	s := &Server{
+		opts:      opts,
+		log:       opts.Log,
+		cache:     newConfigCache(f),
+		flow:      f,
+		pushes:    make(chan pushRequest, 1024),
+		streams:   map[int64]string{},
+		proxies:   map[string]*proxyState{},
+		checked:   map[string]error{},
+		reqStream: map[*discoveryv3.DiscoveryRequest]int64{},
+		lastReq:   map[int64]*discoveryv3.DiscoveryRequest{},
+		m:         newMetrics(opts.Registry),
+	}
+	s.cache.streamOf = s.streamOf
 	return s
 }
 
@@ -182,62 +212,65 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
-// pushAll regenerates the snapshot of every connected proxy.
+// pushAll regenerates the configuration of every connected proxy.
 func (s *Server) pushAll(reasons map[string]int, changedAt time.Time) {
 	start := time.Now()
 	s.mu.Lock()
 	s.version++
-	version := strconv.FormatUint(s.version, 10)
+	push := s.version
 	nodes := make([]*proxyState, 0, len(s.proxies))
 	for _, p := range s.proxies {
 		nodes = append(nodes, p)
 	}
 	s.mu.Unlock()
+	s.checkMu.Lock()
+	s.checked = map[string]error{} // the last push's sets are gone
+	s.checkMu.Unlock()
+	s.cache.newPush()
 	for _, p := range nodes {
-		s.generate(p, version, changedAt)
+		s.generate(p, push, changedAt)
 	}
 	for r, n := range reasons {
 		s.m.pushTriggers.WithLabelValues(r).Add(float64(n))
 	}
 	s.m.pushTime.Observe(time.Since(start).Seconds())
-	s.log.Debug("pushed", "version", version, "proxies", len(nodes), "reasons", reasons, "took", time.Since(start))
+	s.log.Debug("pushed", "version", push, "proxies", len(nodes), "reasons", reasons, "took", time.Since(start))
 }
 
-// generate builds and installs one proxy's snapshot.
-func (s *Server) generate(p *proxyState, version string, changedAt time.Time) {
+// generate builds and installs one proxy's configuration.
+func (s *Server) generate(p *proxyState, push uint64, changedAt time.Time) {
+	p.genMu.Lock()
+	defer p.genMu.Unlock()
+	if push < p.genPush {
+		return
+	}
+	p.genPush = push
 	if changedAt.IsZero() {
 		changedAt = time.Now()
 	}
-	res, err := s.opts.Generator.Generate(p.node)
-	var snap *cachev3.Snapshot
+	version := strconv.FormatUint(push, 10)
+	cfg, err := s.opts.Generator.Generate(p.node, push)
+	if err == nil {
+		err = s.consistent(cfg)
+	}
 	next := map[string]typeState{}
-	if err == nil {
-		snap, err = cachev3.NewSnapshot(version, res)
-	}
-	if err == nil {
-		err = consistent(snap)
-	}
+	var nc *nodeConfig
 	if err == nil {
 		// A copy: request updates p.cur's entries as ACKs arrive.
 		s.mu.Lock()
 		prev := maps.Clone(p.cur)
 		s.mu.Unlock()
+		nc = &nodeConfig{types: make(map[string]*typeConfig, len(typeOrder))}
 		for _, t := range typeOrder {
-			h, herr := hashResources(res[t])
-			if herr != nil {
-				err = herr
-				break
-			}
+			h := cfg.hash(t)
 			ts := typeState{version: version, hash: h, changedAt: changedAt}
 			if old, ok := prev[t]; ok && old.hash == h {
 				ts = old // unchanged: keep its version so it is not resent
 			}
 			next[t] = ts
-			snap.Resources[cachev3.GetResponseType(t)].Version = ts.version
+			nc.types[t] = &typeConfig{version: ts.version, sets: cfg[t]}
 		}
-	}
-	if err == nil {
-		err = s.cache.SetSnapshot(context.Background(), p.node.GetId(), snap)
+		s.cache.set(p.node.GetId(), nc)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,66 +289,26 @@ func (s *Server) generate(p *proxyState, version string, changedAt time.Time) {
 	p.cur = next
 }
 
-// consistent is Snapshot.Consistent (every route configuration and load
-// assignment is named by a listener or cluster, and every one they name is
-// there) also following the RDS names of api_listeners, which
-// go-control-plane's check does not see: proxyless gRPC views consist of
-// them.
-func consistent(snap *cachev3.Snapshot) error {
-	refs := cachev3.GetAllResourceReferences(snap.Resources)
-	for _, r := range snap.Resources[types.Listener].Items {
-		l, ok := r.Resource.(*listenerv3.Listener)
-		a := l.GetApiListener().GetApiListener()
-		if !ok || a == nil || !a.MessageIs(&hcmv3.HttpConnectionManager{}) {
-			continue
-		}
-		m := &hcmv3.HttpConnectionManager{}
-		if err := a.UnmarshalTo(m); err != nil {
-			return fmt.Errorf("listener %q: api_listener: %w", l.GetName(), err)
-		}
-		if name := m.GetRds().GetRouteConfigName(); name != "" {
-			if refs[resourcev3.RouteType] == nil {
-				refs[resourcev3.RouteType] = map[string]bool{}
-			}
-			refs[resourcev3.RouteType][name] = true
+// consistent checks references between types (see Config.consistent),
+// once per combination of sets.
+func (s *Server) consistent(cfg Config) error {
+	for t := range cfg {
+		if !slices.Contains(typeOrder, t) {
+			return fmt.Errorf("type %s is not served", t)
 		}
 	}
-	for _, t := range []types.ResponseType{types.Endpoint, types.Route} {
-		url, err := cachev3.GetResponseTypeURL(t)
-		if err != nil {
-			return err
-		}
-		named, have := refs[url], snap.Resources[t].Items
-		for name := range named {
-			if _, ok := have[name]; !ok {
-				return fmt.Errorf("%s %q is referenced but missing", shortType(url), name)
-			}
-		}
-		for name := range have {
-			if !named[name] {
-				return fmt.Errorf("%s %q is not referenced", shortType(url), name)
-			}
-		}
+	key := cfg.consistencyKey()
+	s.checkMu.Lock()
+	err, ok := s.checked[key]
+	s.checkMu.Unlock()
+	if ok {
+		return err
 	}
-	return nil
-}
-
-// hashResources fingerprints a type's resources with deterministic
-// marshaling.
-func hashResources(rs []types.Resource) (uint64, error) {
-	h := xxhash.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
-	for _, r := range rs {
-		var err error
-		buf, err = opts.MarshalAppend(buf[:0], r)
-		if err != nil {
-			return 0, fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(r), err)
-		}
-		_, _ = h.Write(buf)
-		_, _ = h.Write([]byte{0})
-	}
-	return h.Sum64(), nil
+	err = cfg.consistent()
+	s.checkMu.Lock()
+	s.checked[key] = err
+	s.checkMu.Unlock()
+	return err
 }
 
 func (s *Server) callbacks() serverv3.Callbacks {
@@ -327,25 +320,70 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.closed(id)
 		},
 		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			s.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce() != "", r.GetVersionInfo(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+			intern(r.ResourceNames)
+			s.noteRequest(id, r)
+			s.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			s.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce() != "", "", r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+			intern(r.ResourceNamesSubscribe)
+			s.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-			s.sent(id, resp.GetTypeUrl(), resp.GetVersionInfo())
+			s.sent(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce())
 		},
 		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-			s.sent(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo())
+			s.sent(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
 		},
 	}
 }
 
+// intern replaces requested names by canonical copies. go-control-plane
+// keeps each stream's subscription as a map keyed by the names of its last
+// request: a thousand proxies subscribing to a thousand load assignments
+// each would otherwise keep a million copies of the same names. The table
+// is dropped if it grows past any plausible number of resource names.
+func intern(names []string) {
+	for i, n := range names {
+		if v, ok := interned.Load(n); ok {
+			names[i] = v.(string)
+			continue
+		}
+		if internedLen.Add(1) > 1<<20 {
+			interned.Clear()
+			internedLen.Store(0)
+		}
+		interned.Store(n, n)
+	}
+}
+
+var (
+	interned    sync.Map // name -> canonical copy
+	internedLen atomic.Int64
+)
+
+func (s *Server) noteRequest(stream int64, r *discoveryv3.DiscoveryRequest) {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	if prev := s.lastReq[stream]; prev != nil {
+		delete(s.reqStream, prev)
+	}
+	s.lastReq[stream] = r
+	s.reqStream[r] = stream
+}
+
+func (s *Server) streamOf(r *discoveryv3.DiscoveryRequest) (int64, bool) {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	id, ok := s.reqStream[r]
+	return id, ok
+}
+
 // request records a proxy's request: its first one registers the proxy and
-// builds its snapshot before the cache answers.
-func (s *Server) request(stream int64, node *corev3.Node, typeURL string, isReply bool, version, nackMsg string, nack bool) {
+// builds its configuration before the cache answers.
+func (s *Server) request(stream int64, node *corev3.Node, typeURL, nonce, version, nackMsg string, nack bool) {
+	isReply := nonce != ""
 	s.mu.Lock()
 	id, known := s.streams[stream]
 	if !known {
@@ -384,23 +422,34 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL string, isRepl
 			delete(p.nack, typeURL)
 		}
 	}
-	version = strconv.FormatUint(s.version, 10)
+	push := s.version
 	s.mu.Unlock()
+	if isReply {
+		s.flow.replied(id, typeURL, nonce)
+	}
 	if newProxy {
-		s.generate(p, version, time.Time{})
+		s.generate(p, push, time.Time{})
 	}
 }
 
-func (s *Server) sent(stream int64, typeURL, version string) {
+func (s *Server) sent(stream int64, typeURL, version, nonce string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p := s.proxies[s.streams[stream]]; p != nil {
+	id := s.streams[stream]
+	if p := s.proxies[id]; p != nil {
 		p.sent[typeURL] = version
 		s.m.pushes.WithLabelValues(shortType(typeURL)).Inc()
 	}
+	s.mu.Unlock()
+	s.flow.sent(id, typeURL, nonce)
 }
 
 func (s *Server) closed(stream int64) {
+	s.reqMu.Lock()
+	if r := s.lastReq[stream]; r != nil {
+		delete(s.reqStream, r)
+		delete(s.lastReq, stream)
+	}
+	s.reqMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id, ok := s.streams[stream]
@@ -408,11 +457,13 @@ func (s *Server) closed(stream int64) {
 		return
 	}
 	delete(s.streams, stream)
+	s.cache.dropStream(id, stream)
 	if p := s.proxies[id]; p != nil {
 		p.streams--
 		if p.streams <= 0 {
 			delete(s.proxies, id)
-			s.cache.ClearSnapshot(id)
+			s.cache.clear(id)
+			s.flow.gone(id)
 		}
 	}
 	s.m.connected.Set(float64(len(s.proxies)))
@@ -453,16 +504,29 @@ func (s *Server) Status() []ProxyStatus {
 	return out
 }
 
-// Resources returns what the server holds for a proxy, by type.
+// Resources returns what the server holds for a proxy, by type, decoded
+// again from what it sends.
 func (s *Server) Resources(nodeID string) (map[string][]types.Resource, error) {
-	snap, err := s.cache.GetSnapshot(nodeID)
-	if err != nil {
-		return nil, fmt.Errorf("proxy %q: %w", nodeID, err)
+	ne := s.cache.lookup(nodeID)
+	if ne == nil {
+		return nil, fmt.Errorf("proxy %q: no configuration", nodeID)
+	}
+	ne.mu.Lock()
+	cfg := ne.cfg
+	ne.mu.Unlock()
+	if cfg == nil {
+		return nil, fmt.Errorf("proxy %q: no configuration yet", nodeID)
 	}
 	out := map[string][]types.Resource{}
 	for _, t := range typeOrder {
-		for _, r := range snap.GetResources(t) {
-			out[shortType(t)] = append(out[shortType(t)], r)
+		for _, set := range cfg.typ(t).sets {
+			for _, r := range set.items {
+				m, err := r.Any.UnmarshalNew()
+				if err != nil {
+					return nil, fmt.Errorf("%s %q: %w", shortType(t), r.Name, err)
+				}
+				out[shortType(t)] = append(out[shortType(t)], m)
+			}
 		}
 	}
 	return out, nil

@@ -17,7 +17,6 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -44,7 +43,7 @@ func (g *fakeGen) set(body string, bad bool) {
 	g.body, g.bad = body, bad
 }
 
-func (g *fakeGen) Generate(node *corev3.Node) (map[resourcev3.Type][]types.Resource, error) {
+func (g *fakeGen) Generate(node *corev3.Node, _ uint64) (Config, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.calls++
@@ -68,7 +67,7 @@ func (g *fakeGen) Generate(node *corev3.Node) (map[resourcev3.Type][]types.Resou
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: g.body + " for " + node.GetId()}}}},
 	}}}}}
-	return map[resourcev3.Type][]types.Resource{resourcev3.ListenerType: {lis}, resourcev3.RouteType: {rc}}, nil
+	return Config{resourcev3.ListenerType: {MustSet(resourcev3.ListenerType, lis)}, resourcev3.RouteType: {MustSet(resourcev3.RouteType, rc)}}, nil
 }
 
 func freePort(t *testing.T) int {

@@ -76,6 +76,11 @@ type builder struct {
 	defaultRetryPolicy *routev3.RetryPolicy
 	defaultRetrySet    bool
 
+	// outboundOnly leaves out a sidecar's inbound side (TranslateOutbound).
+	outboundOnly bool
+	// warnSink, when set, also receives warnings (see shared).
+	warnSink *[]string
+
 	res      Resources
 	listened map[string]string // listener address -> name, to refuse clashes
 	warnings map[string]struct{}
@@ -288,6 +293,9 @@ func (b *builder) warnf(o *config.Object, format string, args ...any) {
 		msg = o.Kind + " " + o.Meta.Namespace + "/" + o.Meta.Name + ": " + msg
 	}
 	b.warnings[msg] = struct{}{}
+	if b.warnSink != nil {
+		*b.warnSink = append(*b.warnSink, msg)
+	}
 }
 
 // claim reserves a listener address; false when another listener has it.

@@ -56,7 +56,7 @@ func (b *builder) connectTimeout() *durationpb.Duration { return durationpb.New(
 
 func (b *builder) buildClusters() {
 	if b.proxy.Type != GRPC {
-		b.catchAllClusters()
+		b.shared(nil, nil, b.catchAllClusters)
 	}
 	checked := map[*drEntry]bool{}
 	for _, svc := range b.services {
@@ -65,20 +65,22 @@ func (b *builder) buildClusters() {
 			checked[dr] = true
 			b.checkDestinationRule(dr)
 		}
-		meta := b.serviceMetadata(svc)
-		for _, port := range svc.Ports {
-			if port.Protocol == registry.UDP {
-				continue
-			}
-			b.outboundCluster(svc, meta, port, nil, dr)
-			if dr != nil {
-				for _, ss := range dr.spec.GetSubsets() {
-					b.outboundCluster(svc, meta, port, ss, dr)
+		b.shared(svc, dr, func() {
+			meta := b.serviceMetadata(svc)
+			for _, port := range svc.Ports {
+				if port.Protocol == registry.UDP {
+					continue
+				}
+				b.outboundCluster(svc, meta, port, nil, dr)
+				if dr != nil {
+					for _, ss := range dr.spec.GetSubsets() {
+						b.outboundCluster(svc, meta, port, ss, dr)
+					}
 				}
 			}
-		}
+		})
 	}
-	if b.proxy.Type == Sidecar {
+	if b.proxy.Type == Sidecar && !b.outboundOnly {
 		b.inboundClusters()
 	}
 }

@@ -41,7 +41,9 @@ func (b *builder) buildSidecarListeners() {
 	if ob.BindIP != "" {
 		b.perPortListeners(ob.BindIP, ob.HTTPProxy != "")
 	}
-	b.inboundListeners()
+	if !b.outboundOnly {
+		b.inboundListeners()
+	}
 }
 
 // httpProxyRoute has one virtual host per visible HTTP service port.

@@ -73,7 +73,7 @@ loop:
 // One compile checks them all; only on failure is each route compiled
 // alone to find the culprits.
 func (b *builder) checkRoutes(vs *vsEntry, routes []*routev3.Route) []*routev3.Route {
-	if len(routes) == 0 || checkRoute(routes...) == nil {
+	if len(routes) == 0 || b.in.Shared.checkRoutes(routes) == nil {
 		return routes
 	}
 	var ok []*routev3.Route

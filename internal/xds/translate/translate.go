@@ -66,6 +66,9 @@ type Input struct {
 	DestinationRules []*config.Object
 	Gateways         []*config.Object
 	Registry         *registry.Registry
+	// Shared, when set, shares resources between translations (see
+	// Shared); the results are the same.
+	Shared *Shared
 }
 
 // ProxyType is Istio's node type.
