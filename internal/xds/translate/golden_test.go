@@ -26,6 +26,7 @@ import (
 	"github.com/amime-mesh/amime/internal/config"
 	"github.com/amime-mesh/amime/internal/proxy"
 	"github.com/amime-mesh/amime/internal/proxy/cluster"
+	"github.com/amime-mesh/amime/internal/proxy/hcm"
 	"github.com/amime-mesh/amime/internal/proxy/listener"
 	proxyroute "github.com/amime-mesh/amime/internal/proxy/route"
 	"github.com/amime-mesh/amime/internal/registry"
@@ -275,7 +276,7 @@ func checkProxyAccepts(t *testing.T, r *Resources) {
 	referenced := map[string]bool{}
 	for _, rc := range r.Routes {
 		check("route", rc.GetName(), rc)
-		if _, err := proxyroute.Compile(rc); err != nil {
+		if _, err := proxyroute.CompileWithOptions(rc, hcm.RouteOptions()); err != nil {
 			t.Errorf("route %q: route.Compile: %v", rc.GetName(), err)
 		}
 		routes[rc.GetName()] = true

@@ -236,7 +236,10 @@ func (b *builder) httpListener(name, ip string, port uint32, dir corev3.TrafficD
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: adsSource, RouteConfigName: rds,
 		}},
-		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: copyAny(routerFilter)}}},
+		// The fault filter before the router, as Istio orders them; it acts
+		// only on routes whose VirtualService asks for a fault.
+		HttpFilters: []*hcmv3.HttpFilter{faultHTTPFilter(),
+			{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: copyAny(routerFilter)}}},
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 	}
 	if gateway {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"github.com/amime-mesh/amime/internal/proxy/hcm"
 	proxyroute "github.com/amime-mesh/amime/internal/proxy/route"
 )
 
@@ -165,7 +166,7 @@ func (b *builder) translateRoute(vs *vsEntry, i int, in *networking.HTTPRoute, m
 	out.Decorator = &routev3.Decorator{Operation: routeOperation(out, vs.obj.Meta.Name, port)}
 
 	if in.GetFault() != nil {
-		b.warnf(vs.obj, "%s.fault: not translated: the proxy has no fault filter yet", path)
+		b.applyFault(out, vs, path, in.GetFault())
 	}
 	if in.GetCorsPolicy() != nil {
 		b.warnf(vs.obj, "%s.corsPolicy: not translated: the proxy has no CORS filter yet", path)
@@ -181,9 +182,9 @@ func (b *builder) translateRoute(vs *vsEntry, i int, in *networking.HTTPRoute, m
 // applies Envoy's validation (protoc-gen-validate constraints, RE2 syntax,
 // rewrite substitutions, header formatters) and the proxy's own.
 func checkRoute(routes ...*routev3.Route) error {
-	_, err := proxyroute.Compile(&routev3.RouteConfiguration{VirtualHosts: []*routev3.VirtualHost{{
+	_, err := proxyroute.CompileWithOptions(&routev3.RouteConfiguration{VirtualHosts: []*routev3.VirtualHost{{
 		Name: "check", Domains: []string{"*"}, Routes: routes,
-	}}})
+	}}}, hcm.RouteOptions())
 	if err != nil {
 		// Drop the synthetic prefix from the field path.
 		return errors.New(strings.TrimPrefix(err.Error(), "virtual_hosts[0].routes[0]."))
@@ -446,15 +447,20 @@ func (b *builder) destinationCluster(vs *vsEntry, path string, d *networking.Des
 	return OutboundCluster(port, d.GetSubset(), host)
 }
 
-// retryPolicy is Istio's ConvertPolicy. retry_host_predicate
-// (previous_hosts) and retry_priority are left out: the proxy does not
-// implement them yet.
+// retryPolicy is Istio's ConvertPolicy. retry_priority (for
+// retryRemoteLocalities) is left out: the proxy has no locality-aware
+// balancing yet.
 func (b *builder) retryPolicy(vs *vsEntry, path string, in *networking.HTTPRetry) *routev3.RetryPolicy {
 	out := &routev3.RetryPolicy{
 		NumRetries:                    wrapperspb.UInt32(2),
 		RetryOn:                       defaultRetryOn,
 		RetriableStatusCodes:          []uint32{http.StatusServiceUnavailable},
 		HostSelectionRetryMaxAttempts: 5,
+		// Retry on another host than the one that just failed.
+		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: copyAny(previousHostsPredicate)},
+		}},
 	}
 	if in == nil {
 		return out
