@@ -60,6 +60,14 @@ func newProxyStatusCmd(sf *serverFlags) *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "\n%s: generation failed: %s\n", s.ID, s.Error)
 				}
 			}
+			// What the control plane accepted but could not give the proxies.
+			var warnings []string
+			if err := sf.client().GetJSON(cmd.Context(), "/debug/warnings", &warnings); err == nil && len(warnings) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "\nConfiguration not (fully) translated (%d):\n", len(warnings))
+				for _, w := range warnings {
+					fmt.Fprintf(cmd.OutOrStdout(), "  %s\n", w)
+				}
+			}
 			return nil
 		},
 	}

@@ -44,6 +44,9 @@ func (cp *ControlPlane) debugHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+	mux.HandleFunc("GET /debug/warnings", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, cp.Warnings())
+	})
 	mux.HandleFunc("GET /debug/registry", func(w http.ResponseWriter, _ *http.Request) {
 		in := cp.input()
 		type ep struct {

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"slices"
+	"sort"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -47,6 +48,8 @@ type view struct {
 	listeners []*listenerv3.Listener
 	sets      server.Config
 	err       error
+	// warnings name configuration the translator left out for this view.
+	warnings []string
 }
 
 // Generate implements server.Generator.
@@ -203,6 +206,7 @@ func (v *view) build(in translate.Input, interner *server.Interner, p translate.
 		return
 	}
 	v.listeners = out.Listeners
+	v.warnings = out.Warnings
 	v.sets = server.Config{}
 	for t, rs := range out.ByType() {
 		set, err := interner.NewSet(t, rs)
@@ -219,4 +223,34 @@ func (v *view) build(in translate.Input, interner *server.Interner, p translate.
 			v.sets[t] = []*server.Set{server.MustSet(t)}
 		}
 	}
+}
+
+// Warnings lists, without duplicates and sorted, what the current views
+// could not translate (e.g. a VirtualService mirror the proxy cannot carry
+// out yet), so operators see it in `amime proxy-status`.
+func (cp *ControlPlane) Warnings() []string {
+	vs := &cp.views
+	vs.mu.Lock()
+	views := make([]*view, 0, len(vs.byKey))
+	for _, v := range vs.byKey {
+		views = append(views, v)
+	}
+	vs.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range views {
+		select {
+		case <-v.ready:
+		default:
+			continue // still being built
+		}
+		for _, w := range v.warnings {
+			if !seen[w] {
+				seen[w] = true
+				out = append(out, w)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
