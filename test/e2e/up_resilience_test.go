@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"bufio"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// preferenceCalls reads the preference sidecar's access log and counts its
+// calls to recommendation, and those with a given response flag or code.
+func (m *upMesh) preferenceCalls(t *testing.T, match string) (total, matched int) {
+	return m.logCount(t, "preference-v1-*-sidecar.log", match)
+}
+
+// logCount counts a sidecar access log's lines for recommendation, and
+// those containing match.
+func (m *upMesh) logCount(t *testing.T, glob, match string) (total, matched int) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(m.dataDir, "logs", glob))
+	if len(files) == 0 {
+		t.Fatalf("no %s under %s/logs", glob, m.dataDir)
+	}
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if !strings.Contains(line, `"authority":"recommendation:8080"`) {
+				continue
+			}
+			total++
+			if strings.Contains(line, match) {
+				matched++
+			}
+		}
+		fh.Close()
+	}
+	return total, matched
+}
+
+// TestUpResilience walks the tutorial's retry and fault steps through the
+// gateway, reading the sidecars' access logs for what users do not see.
+func TestUpResilience(t *testing.T) {
+	requireGatewayPortFree(t)
+	tracked := newUpTracked(t)
+	xds, api, control := upPorts(t)
+	m := startUp(t, t.TempDir(), xds, api, control)
+	tracked.add(m.children(t))
+	defer func() {
+		if !m.exited() {
+			m.stop(t)
+		}
+	}()
+	m.apply(t, "destination-rule-recommendation-v1-v2.yaml")
+
+	// Retries: v2 answers 503 to everything; retries (to another host)
+	// hide it, so users only ever see v1.
+	v2 := m.status(t, "recommendation-v2", 2)
+	for _, a := range v2 {
+		if code, body, err := upHTTP(http.MethodPost, "http://"+a+"/misbehave"); err != nil || code != 200 {
+			t.Fatalf("misbehave %s: %d %s %v", a, code, body, err)
+		}
+	}
+	m.apply(t, "virtual-service-recommendation-retries.yaml")
+	// v2's own sidecar logs the 503s its app answered (inbound); the
+	// client-side logs show one line per request, after retries.
+	_, before503 := m.logCount(t, "recommendation-v2-*-sidecar.log", `"response_code":503`)
+	by, _ := m.count(t, 100, "") // fails the test on any non-200 answer
+	if by["v1"] != 100 {
+		t.Errorf("with v2 failing and retries on: %v, want 100 v1", by)
+	}
+	if err := eventually(5*time.Second, func() error {
+		if _, n := m.logCount(t, "recommendation-v2-*-sidecar.log", `"response_code":503`); n <= before503 {
+			return errNoRetries
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("no 503 in v2's sidecar log: the retries were not exercised")
+	}
+	for _, a := range v2 {
+		if code, _, err := upHTTP(http.MethodPost, "http://"+a+"/behave"); err != nil || code != 200 {
+			t.Fatalf("behave %s: %d %v", a, code, err)
+		}
+	}
+
+	// Fault abort at 50%: the preference sidecar injects 503 (flag FI) on
+	// about half of its calls; Istio's default retries hide most of them
+	// from users, so the ratio is read from the access log.
+	m.apply(t, "virtual-service-recommendation-503.yaml")
+	m.waitRun(t, "fault injection active", 1, func() (bool, error) {
+		_, n := m.preferenceCalls(t, `"response_flags":"FI"`)
+		_, _, err := m.get("", "/", "")
+		return n > 0, err
+	})
+	total0, fi0 := m.preferenceCalls(t, `"response_flags":"FI"`)
+	for i := 0; i < 200; i++ {
+		if _, _, err := m.get("", "/", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var total, fi int
+	// The access log is flushed every second: wait until the calls of the
+	// 200 requests (at least one each) are there.
+	if err := eventually(10*time.Second, func() error {
+		total, fi = m.preferenceCalls(t, `"response_flags":"FI"`)
+		if total-total0 < 200 {
+			return errNoRetries
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("preference logged %d calls to recommendation for 200 requests", total-total0)
+	}
+	if s := share(fi-fi0, total-total0); s < 0.40 || s > 0.60 {
+		t.Errorf("fault abort: %d of %d calls aborted, want 50%% ± 10%%", fi-fi0, total-total0)
+	}
+
+	// Fault delay: 7 s on half the calls. 20 requests at once, so the test
+	// waits about 7 s, not 70.
+	m.apply(t, "virtual-service-recommendation-delay.yaml")
+	// A request that times out at 1.5 s was delayed: the rule is active.
+	impatient := &http.Client{Timeout: 1500 * time.Millisecond}
+	m.waitRun(t, "the delay rule active", 1, func() (bool, error) {
+		resp, err := impatient.Get("http://" + upGateway + "/")
+		if err != nil {
+			return true, nil
+		}
+		resp.Body.Close()
+		return false, nil
+	})
+	var mu sync.Mutex
+	slow := 0
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			code, _, err := m.get("", "/", "")
+			if err != nil || code != 200 {
+				t.Errorf("delayed request: %d %v", code, err)
+				return
+			}
+			if time.Since(start) >= 7*time.Second {
+				mu.Lock()
+				slow++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	// Binomial(20, 0.5): outside 4..16 has probability 0.3%.
+	if slow < 4 || slow > 16 {
+		t.Errorf("fault delay: %d of 20 requests took ≥ 7s, want about half", slow)
+	}
+}
+
+var errNoRetries = errorString("not yet")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
