@@ -35,7 +35,7 @@ metadata: {name: reviews}
 spec:
   hosts: [reviews]
   http:
-  - mirror: {host: reviews}
+  - corsPolicy: {allowOrigins: [{exact: "https://example.com"}]}
     route: [{destination: {host: reviews}}]
 `))
 	if err != nil {
@@ -49,7 +49,7 @@ spec:
 		t.Fatal(err)
 	}
 	w := cp.Warnings()
-	if len(w) != 1 || !strings.Contains(w[0], "VirtualService default/reviews: http[0].mirror: not translated") {
+	if len(w) != 1 || !strings.Contains(w[0], "VirtualService default/reviews: http[0].corsPolicy: not translated") {
 		t.Fatalf("warnings %q", w)
 	}
 }

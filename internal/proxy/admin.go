@@ -198,7 +198,17 @@ func (p *Proxy) handleClusters(w http.ResponseWriter, _ *http.Request) {
 	var b strings.Builder
 	for _, name := range sortedKeys(all) {
 		c := all[name]
-		fmt.Fprintf(&b, "%s::default_priority::max_connections::1024\n", name)
+		cb := c.CB
+		fmt.Fprintf(&b, "%s::default_priority::max_connections::%d\n", name, cb.MaxConnections)
+		fmt.Fprintf(&b, "%s::default_priority::max_pending_requests::%d\n", name, cb.MaxPending)
+		fmt.Fprintf(&b, "%s::default_priority::max_requests::%d\n", name, cb.MaxRequests)
+		fmt.Fprintf(&b, "%s::default_priority::max_retries::%d\n", name, cb.MaxRetries)
+		cx, pending, rq, retries := cb.Counts()
+		fmt.Fprintf(&b, "%s::default_priority::cx_open::%d\n", name, cx)
+		fmt.Fprintf(&b, "%s::default_priority::rq_pending_open::%d\n", name, pending)
+		fmt.Fprintf(&b, "%s::default_priority::rq_open::%d\n", name, rq)
+		fmt.Fprintf(&b, "%s::default_priority::rq_retry_open::%d\n", name, retries)
+		fmt.Fprintf(&b, "%s::default_priority::upstream_rq_pending_overflow::%d\n", name, cb.PendingOverflow.Load())
 		for _, h := range c.Hosts().All {
 			open, idle := int64(0), 0
 			if pool, ok := h.Pool.Load().(*upstream.Pool); ok {
@@ -207,6 +217,12 @@ func (p *Proxy) handleClusters(w http.ResponseWriter, _ *http.Request) {
 			health := "healthy"
 			if !h.Healthy {
 				health = "/failed_eds_health"
+			}
+			if h.Ejected() {
+				health = "/failed_outlier_check"
+				if !h.Healthy {
+					health = "/failed_outlier_check/failed_eds_health"
+				}
 			}
 			fmt.Fprintf(&b, "%s::%s::cx_active::%d\n", name, h.Addr, open)
 			fmt.Fprintf(&b, "%s::%s::cx_idle::%d\n", name, h.Addr, idle)

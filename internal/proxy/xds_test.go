@@ -241,14 +241,14 @@ func testXDSConfigFlow(t *testing.T, delta bool) {
 	})
 	t.Run("invalid update is NACKed and the last good config serves", func(t *testing.T) {
 		bad := mesh(t, port, map[string]uint32{"one": 50, "two": 50}, map[string][]string{"one": {aAddr}, "two": {bAddr}})
-		bad[resourcev3.ClusterType][0].(*clusterv3.Cluster).CircuitBreakers = &clusterv3.CircuitBreakers{}
+		bad[resourcev3.ClusterType][0].(*clusterv3.Cluster).HealthChecks = []*corev3.HealthCheck{{}}
 		before := cp.nackCount()
 		cp.set(t, "4", bad)
 		waitFor(t, 5*time.Second, "a NACK", func() bool { return cp.nackCount() > before })
 		cp.mu.Lock()
 		msg := cp.nacks[len(cp.nacks)-1]
 		cp.mu.Unlock()
-		if !strings.Contains(msg, "circuit_breakers: field is not supported by amime") {
+		if !strings.Contains(msg, "health_checks: field is not supported by amime") {
 			t.Errorf("NACK detail %q does not name the field", msg)
 		}
 		for i := 0; i < 20; i++ {

@@ -176,9 +176,10 @@ func TestBootstrapRejected(t *testing.T) {
 		wantPath string
 	}{
 		{"control: base bootstrap is valid", func(bootstrap) {}, ""},
-		{"cluster circuit_breakers", func(b bootstrap) {
-			b.cluster()["circuit_breakers"] = obj{"thresholds": []any{obj{"max_connections": 10}}}
-		}, "static_resources.clusters[0].circuit_breakers"},
+		{"cluster health_checks", func(b bootstrap) {
+			b.cluster()["health_checks"] = []any{obj{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1,
+				"http_health_check": obj{"path": "/healthz"}}}
+		}, "static_resources.clusters[0].health_checks"},
 		{"listener_filters tls_inspector", func(b bootstrap) {
 			b.listener()["listener_filters"] = []any{obj{
 				"name":         "envoy.filters.listener.tls_inspector",
@@ -195,9 +196,9 @@ func TestBootstrapRejected(t *testing.T) {
 		{"unknown JSON field", func(b bootstrap) {
 			b.cluster()["conect_timeout"] = "1s" // a typo Envoy refuses
 		}, "static_resources.clusters[0].conect_timeout"},
-		{"route request_mirror_policies", func(b bootstrap) {
-			b.route()["request_mirror_policies"] = []any{obj{"cluster": "backend"}}
-		}, hcmPath + ".route_config.virtual_hosts[0].routes[0].route.request_mirror_policies"},
+		{"route hash_policy", func(b bootstrap) {
+			b.route()["hash_policy"] = []any{obj{"header": obj{"header_name": "x-user"}}}
+		}, hcmPath + ".route_config.virtual_hosts[0].routes[0].route.hash_policy"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

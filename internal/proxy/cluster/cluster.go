@@ -62,6 +62,14 @@ type Cluster struct {
 	hosts  atomic.Pointer[HostSet]
 	orig   *origDst // ORIGINAL_DST only
 	onDrop func(*Host)
+
+	// CB is the DEFAULT priority circuit breaker (always set).
+	CB *CircuitBreaker
+	// outlier is nil without outlier_detection.
+	outlier *outlierDetector
+	// panicThreshold is common_lb_config.healthy_panic_threshold (percent),
+	// applied to hosts ejected by outlier detection.
+	panicThreshold uint32
 }
 
 // dnsTarget is one endpoint of a DNS cluster. Only the resolver goroutine
@@ -127,6 +135,8 @@ type Host struct {
 	// Pool is the host's connection pool, owned by the proxy; kept across
 	// endpoint updates so connections are reused.
 	Pool atomic.Value
+
+	od hostOutlier
 }
 
 // Config returns the cluster's configuration as received.
@@ -172,17 +182,20 @@ func (c *Cluster) Pick(random uint64) *Host {
 		// Power of two choices, Envoy's default choice_count 2.
 		a := hosts[r%uint64(len(hosts))]
 		b := hosts[(r>>32)%uint64(len(hosts))]
-		if b.Active.Load() < a.Active.Load() {
-			return b
+		if b.Active.Load() < a.Active.Load() || a.Ejected() {
+			a = b
 		}
-		return a
+		return c.avoidEjected(hosts, r, a)
 	case clusterv3.Cluster_RANDOM:
-		return hosts[r%uint64(len(hosts))]
+		i := r % uint64(len(hosts))
+		return c.avoidEjected(hosts, i, hosts[i])
 	default:
 		if p.schedule != nil {
-			return p.schedule[p.rr.Add(1)%uint64(len(p.schedule))]
+			i := p.rr.Add(1) % uint64(len(p.schedule))
+			return c.avoidEjected(p.schedule, i, p.schedule[i])
 		}
-		return hosts[p.rr.Add(1)%uint64(len(hosts))]
+		i := p.rr.Add(1) % uint64(len(hosts))
+		return c.avoidEjected(hosts, i, hosts[i])
 	}
 }
 
@@ -573,6 +586,25 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 		case opts.GetUseDownstreamProtocolConfig() != nil:
 			c.Protocol = Downstream
 		}
+	}
+	cb, err := newCircuitBreaker(cfg.GetCircuitBreakers())
+	if err != nil {
+		return nil, err
+	}
+	c.CB = cb
+	c.panicThreshold = panicThreshold
+	if v := cfg.GetCommonLbConfig().GetHealthyPanicThreshold(); v != nil {
+		if v.GetValue() < 0 || v.GetValue() > 100 {
+			return nil, fmt.Errorf("common_lb_config.healthy_panic_threshold: must be between 0 and 100")
+		}
+		c.panicThreshold = uint32(v.GetValue())
+	}
+	if od := cfg.GetOutlierDetection(); od != nil {
+		oc, err := newOutlierConfig(od)
+		if err != nil {
+			return nil, err
+		}
+		c.outlier = &outlierDetector{cfg: oc, c: c, now: time.Now}
 	}
 	if cfg.GetType() == clusterv3.Cluster_EDS && cfg.GetLoadAssignment() != nil {
 		return nil, fmt.Errorf("load_assignment: not allowed with type EDS")

@@ -94,6 +94,9 @@ func (m *Manager) Replace(ctx context.Context, next map[string]*Cluster) {
 		if c.Discovery == StrictDNS || c.Discovery == LogicalDNS {
 			m.startDNS(ctx, c)
 		}
+		if c.outlier != nil {
+			m.startOutlier(ctx, c)
+		}
 	}
 	m.current.Store(&merged)
 	for name, o := range old {
@@ -155,7 +158,7 @@ func (m *Manager) HasEndpoints(serviceName string) bool {
 	return ok
 }
 
-// Close stops DNS resolution.
+// Close stops DNS resolution and outlier detection.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	for c, stop := range m.dnsStop {
@@ -164,6 +167,22 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+}
+
+// startOutlier runs the cluster's outlier detection sweeps until the
+// cluster leaves the set or the manager closes. Called with m.mu held.
+func (m *Manager) startOutlier(ctx context.Context, c *Cluster) {
+	ctx, cancel := context.WithCancel(ctx)
+	if prev := m.dnsStop[c]; prev != nil {
+		m.dnsStop[c] = func() { prev(); cancel() }
+	} else {
+		m.dnsStop[c] = cancel
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		c.runOutlier(ctx)
+	}()
 }
 
 // startDNS resolves the cluster's targets now and then every DNSRefresh.

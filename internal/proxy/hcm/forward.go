@@ -184,6 +184,18 @@ func (st *stream) serve(req *request, rw responder) bool {
 	}
 	st.env.Request = &req.r
 	rt.MutateRequest(hdrs, &st.env)
+	// Request mirroring (mirror.go): fire-and-forget copies; with a body the
+	// copy is taken as the upstream send below streams it.
+	if mps := rt.MirrorPolicies(); mps != nil {
+		st.startMirrors(req, rt, mps, path)
+	}
+
+	// Circuit breaking (breaker.go): max_requests bounds the requests in
+	// flight to the cluster; tries take connection slots in sendTry.
+	if !c.CB.AcquireRequest() {
+		return st.overflow(rw, req)
+	}
+	defer c.CB.ReleaseRequest()
 
 	if rp := rt.RetryPolicyCompiled(); rp != nil {
 		return st.forwardRetrying(req, rw, rt, c, rp, path, timeout)
@@ -199,10 +211,8 @@ func (st *stream) serve(req *request, rw responder) bool {
 	authority, proto := st.upstreamTarget(req, rt, c, host)
 	host.Active.Add(1)
 	defer host.Active.Add(-1)
-	if proto == cluster.HTTP2 {
-		return st.forwardH2(req, rw, rt, c, host, path, authority, timeout, nil)
-	}
-	return st.forwardH1(req, rw, rt, c, host, path, authority, timeout, nil)
+	// Connection slot, send, outlier detection report: breaker.go.
+	return st.sendTry(req, rw, rt, c, host, path, authority, proto, timeout, nil)
 }
 
 // upstreamTarget returns the authority the host is sent and the protocol

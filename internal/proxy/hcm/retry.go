@@ -34,6 +34,13 @@ type tryState struct {
 	perTryBound bool
 	retry       bool // out: retry; nothing was sent downstream
 	tried       []*cluster.Host
+	// Circuit breaking and outlier detection (breaker.go): the cluster's
+	// breaker, whether a retry slot is held for the next try, and what the
+	// try that is retried ended with (status, or reset kind; -1 none).
+	cb         *cluster.CircuitBreaker
+	retryHeld  bool
+	lastStatus int
+	lastReset  int
 }
 
 // mayRetry reports whether another try may follow this one.
@@ -45,7 +52,11 @@ func (ts *tryState) mayRetry() bool {
 // retry (ts.retry is set). When the failure was retriable but the retries
 // are used up, it flags URX, as Envoy does.
 func (ts *tryState) retryReset(kind int, info *streaminfo.Info) bool {
-	if ts == nil || !ts.policy.RetriableReset(kind) {
+	if ts == nil {
+		return false
+	}
+	ts.lastReset = kind
+	if !ts.policy.RetriableReset(kind) {
 		return false
 	}
 	return ts.decide(info)
@@ -53,7 +64,11 @@ func (ts *tryState) retryReset(kind int, info *streaminfo.Info) bool {
 
 // retryStatus decides for a try that got a response head.
 func (ts *tryState) retryStatus(status int, h *header.List, info *streaminfo.Info) bool {
-	if ts == nil || !ts.policy.RetriableStatus(status, grpcStatusOf(h)) {
+	if ts == nil {
+		return false
+	}
+	ts.lastStatus = status
+	if !ts.policy.RetriableStatus(status, grpcStatusOf(h)) {
 		return false
 	}
 	return ts.decide(info)
@@ -61,6 +76,14 @@ func (ts *tryState) retryStatus(status int, h *header.List, info *streaminfo.Inf
 
 func (ts *tryState) decide(info *streaminfo.Info) bool {
 	if ts.mayRetry() {
+		// max_retries: a retry the circuit breaker refuses is not made,
+		// and this try's outcome goes downstream (Envoy's retry overflow).
+		if ts.cb != nil {
+			if !ts.cb.AcquireRetry() {
+				return false
+			}
+			ts.retryHeld = true
+		}
 		ts.retry = true
 		ts.reader.abandon()
 		return true
@@ -95,7 +118,16 @@ func grpcStatusOf(h *header.List) int {
 func (st *stream) forwardRetrying(req *request, rw responder, rt *route.Route, c *cluster.Cluster, rp *route.Retry, path string, timeout time.Duration) bool {
 	info := &st.info
 	hdrs := &req.r.Headers
-	ts := &tryState{policy: rp}
+	ts := &tryState{policy: rp, cb: c.CB}
+	held := false // a retry slot taken for the try under way
+	defer func() {
+		if held {
+			c.CB.ReleaseRetry()
+		}
+		if ts.retryHeld {
+			c.CB.ReleaseRetry()
+		}
+	}()
 	if req.body != nil {
 		if req.bodyLen > retryBufferLimit {
 			// Cannot be replayed: a single try, as without a policy.
@@ -120,6 +152,9 @@ func (st *stream) forwardRetrying(req *request, rw responder, rt *route.Route, c
 		deadline = time.Now().Add(timeout)
 	}
 	for try := 1; ; try++ {
+		if ts.retryHeld {
+			held, ts.retryHeld = true, false
+		}
 		ts.last = ts.last || try > rp.NumRetries
 		ts.retry = false
 		info.UpstreamFailed = ""
@@ -157,13 +192,12 @@ func (st *stream) forwardRetrying(req *request, rw responder, rt *route.Route, c
 		}
 		authority, proto := st.upstreamTarget(req, rt, c, host)
 		host.Active.Add(1)
-		var ok bool
-		if proto == cluster.HTTP2 {
-			ok = st.forwardH2(req, rw, rt, c, host, path, authority, tryTimeout, ts)
-		} else {
-			ok = st.forwardH1(req, rw, rt, c, host, path, authority, tryTimeout, ts)
-		}
+		ok := st.sendTry(req, rw, rt, c, host, path, authority, proto, tryTimeout, ts)
 		host.Active.Add(-1)
+		if held {
+			c.CB.ReleaseRetry()
+			held = false
+		}
 		if !ts.retry {
 			return ok
 		}

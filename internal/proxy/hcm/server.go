@@ -122,6 +122,8 @@ type ConnTracker struct {
 	conns    map[*trackedConn]struct{}
 	draining atomic.Bool
 	wg       sync.WaitGroup
+	// mirrors owns the request mirroring goroutines (mirror.go).
+	mirrors mirrorSet
 }
 
 type trackedConn struct {
@@ -161,6 +163,8 @@ func (t *ConnTracker) Draining() bool { return t.draining.Load() }
 // closed.
 func (t *ConnTracker) Drain(ctx context.Context) {
 	t.draining.Store(true)
+	// Once downstream connections are done, stop the mirrors still running.
+	defer t.mirrors.stop()
 	t.mu.Lock()
 	for tc := range t.conns {
 		if tc.goAway != nil {

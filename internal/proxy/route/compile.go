@@ -471,6 +471,13 @@ func (c *compiler) forward(e *entry, ra *routev3.RouteAction, vhRetry *routev3.R
 			return err
 		}
 	}
+	// Mirror clusters are not added to c.clusters: a missing mirror
+	// cluster must not hold back (or, with validate_clusters, reject) the
+	// route; the mirror is skipped at request time instead.
+	var err error
+	if e.mirrors, err = compileMirrors(ra, p); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -35,6 +35,7 @@ type entry struct {
 	timeouts        Timeouts
 	retry           *routev3.RetryPolicy
 	retryC          *Retry
+	mirrors         []Mirror
 
 	// Redirect and direct response.
 	redirect *redirect

@@ -52,8 +52,13 @@ func Rules() fieldcheck.Rules {
 			"cluster", "cluster_header", "weighted_clusters", "cluster_not_found_response_code",
 			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite",
 			"host_rewrite_header", "timeout", "idle_timeout", "retry_policy", "max_grpc_timeout",
-			"grpc_timeout_offset", "max_stream_duration",
+			"grpc_timeout_offset", "max_stream_duration", "request_mirror_policies",
 		},
+		// Executed by the proxy through (*Route).MirrorPolicies; runtime_key
+		// is refused at compile (no runtime layer).
+		"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": {"cluster", "runtime_fraction", "trace_sampled"},
+		"envoy.config.core.v3.RuntimeFractionalPercent":         {"default_value", "runtime_key"},
+		"envoy.type.v3.FractionalPercent":                       {"numerator", "denominator"},
 		"envoy.config.route.v3.RouteAction.MaxStreamDuration": {
 			"max_stream_duration", "grpc_timeout_header_max", "grpc_timeout_header_offset",
 		},

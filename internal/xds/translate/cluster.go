@@ -171,8 +171,11 @@ func (b *builder) outboundCluster(svc *registry.Service, meta *structpb.Value, p
 		if !b.grpcClusterType(c) {
 			return
 		}
-	} else if port.Protocol.IsHTTP2() {
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: copyAny(http2Options)}
+	} else {
+		if port.Protocol.IsHTTP2() {
+			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: copyAny(http2Options)}
+		}
+		applyResilience(c, dr, subset, port.Number)
 	}
 	b.res.Clusters = append(b.res.Clusters, c)
 }
@@ -387,12 +390,7 @@ func (b *builder) checkPolicy(dr *drEntry, path string, tp *networking.TrafficPo
 		GetTls() *networking.ClientTLSSettings
 	}
 	check := func(path string, p portPolicy) {
-		if p.GetConnectionPool() != nil {
-			b.warnf(dr.obj, "%s.connectionPool: not translated: the proxy has no circuit breakers or pool limits yet", path)
-		}
-		if p.GetOutlierDetection() != nil {
-			b.warnf(dr.obj, "%s.outlierDetection: not translated: the proxy has no outlier detection yet", path)
-		}
+		b.checkResilience(dr, path, p.GetConnectionPool(), p.GetOutlierDetection())
 		if p.GetTls() != nil {
 			b.warnf(dr.obj, "%s.tls: not translated: the proxy has no upstream TLS yet", path)
 		}
@@ -450,5 +448,31 @@ func (b *builder) inboundClusters() {
 			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: copyAny(http2Options)}
 		}
 		b.res.Clusters = append(b.res.Clusters, c)
+	}
+}
+
+// checkResilience reports the connectionPool and outlierDetection fields
+// applyResilience does not translate.
+func (b *builder) checkResilience(dr *drEntry, path string, cp *networking.ConnectionPoolSettings, od *networking.OutlierDetection) {
+	if b.proxy.Type == GRPC && (cp != nil || od != nil) {
+		b.warnf(dr.obj, "%s: connectionPool and outlierDetection are not translated for proxyless gRPC", path)
+		return
+	}
+	if tcp := cp.GetTcp(); tcp != nil {
+		if tcp.GetTcpKeepalive() != nil || tcp.GetMaxConnectionDuration() != nil || tcp.GetIdleTimeout() != nil {
+			b.warnf(dr.obj, "%s.connectionPool.tcp: only maxConnections and connectTimeout are translated", path)
+		}
+	}
+	if h := cp.GetHttp(); h != nil {
+		if h.GetMaxRequestsPerConnection() != 0 || h.GetIdleTimeout() != nil || h.GetH2UpgradePolicy() != 0 ||
+			h.GetUseClientProtocol() || h.GetMaxConcurrentStreams() != 0 || h.GetHttp2KeepAlive() != nil {
+			b.warnf(dr.obj, "%s.connectionPool.http: only http1MaxPendingRequests, http2MaxRequests and maxRetries are translated", path)
+		}
+	}
+	if od.GetConsecutiveErrors() != 0 {
+		b.warnf(dr.obj, "%s.outlierDetection.consecutiveErrors: deprecated, not translated; use consecutive5xxErrors", path)
+	}
+	if len(od.GetOutlierDetectionHttpErrorCodes()) > 0 {
+		b.warnf(dr.obj, "%s.outlierDetection.outlierDetectionHttpErrorCodes: not translated", path)
 	}
 }

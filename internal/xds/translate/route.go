@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -170,9 +171,6 @@ func (b *builder) translateRoute(vs *vsEntry, i int, in *networking.HTTPRoute, m
 	}
 	if in.GetCorsPolicy() != nil {
 		b.warnf(vs.obj, "%s.corsPolicy: not translated: the proxy has no CORS filter yet", path)
-	}
-	if in.GetMirror() != nil || len(in.GetMirrors()) > 0 {
-		b.warnf(vs.obj, "%s.mirror: not translated: the proxy has no request mirroring yet", path)
 	}
 	b.origin[out] = path
 	return out
@@ -424,7 +422,62 @@ func (b *builder) applyDestinations(out *routev3.Route, vs *vsEntry, path string
 		retries = b.mesh.DefaultHTTPRetry
 	}
 	action.RetryPolicy = b.retryPolicy(vs, path, retries)
+	b.applyMirrors(action, vs, path, in, port)
 	out.Action = &routev3.Route_Route{Route: action}
+}
+
+// applyMirrors is Istio's request mirroring translation: mirror (with
+// mirrorPercentage, or the deprecated mirrorPercent) and each of mirrors
+// become a request_mirror_policies entry; an explicit 0% mirrors nothing,
+// no percentage mirrors everything.
+func (b *builder) applyMirrors(action *routev3.RouteAction, vs *vsEntry, path string, in *networking.HTTPRoute, port uint32) {
+	if m := in.GetMirror(); m != nil {
+		var frac *corev3.RuntimeFractionalPercent
+		switch {
+		case in.GetMirrorPercentage() != nil:
+			frac = mirrorFraction(in.GetMirrorPercentage().GetValue())
+		case in.GetMirrorPercent() != nil:
+			frac = mirrorFraction(float64(in.GetMirrorPercent().GetValue()))
+		default:
+			frac = mirrorFraction(100)
+		}
+		if frac != nil {
+			action.RequestMirrorPolicies = append(action.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{
+				Cluster:         b.destinationCluster(vs, path+".mirror", m, port),
+				RuntimeFraction: frac,
+				TraceSampled:    wrapperspb.Bool(false),
+			})
+		}
+	}
+	for k, mp := range in.GetMirrors() {
+		if mp.GetDestination() == nil {
+			continue
+		}
+		frac := mirrorFraction(100)
+		if mp.GetPercentage() != nil {
+			frac = mirrorFraction(mp.GetPercentage().GetValue())
+		}
+		if frac == nil {
+			continue
+		}
+		action.RequestMirrorPolicies = append(action.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{
+			Cluster:         b.destinationCluster(vs, fmt.Sprintf("%s.mirrors[%d]", path, k), mp.GetDestination(), port),
+			RuntimeFraction: frac,
+			TraceSampled:    wrapperspb.Bool(false),
+		})
+	}
+}
+
+// mirrorFraction is Istio's percent to FractionalPercent (numerator
+// percent*10000 of a MILLION); nil for 0% or less.
+func mirrorFraction(percent float64) *corev3.RuntimeFractionalPercent {
+	if percent <= 0 {
+		return nil
+	}
+	return &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+		Numerator:   uint32(percent * 10000),
+		Denominator: typev3.FractionalPercent_MILLION,
+	}}
 }
 
 // destinationCluster names the cluster of a destination (Istio's
