@@ -371,9 +371,10 @@ func (p *Proxy) applyListeners() error {
 		}
 		p.live[name] = l
 		p.wg.Add(1)
+		ctx := p.ctx // read under p.mu, not in the goroutine
 		go func() {
 			defer p.wg.Done()
-			l.Serve(p.ctx)
+			l.Serve(ctx)
 		}()
 	}
 	for name, l := range p.live {

@@ -362,6 +362,8 @@ func TestRouteWaitsForItsClusters(t *testing.T) {
 	port := freePort(t)
 	r := startProxy(t, `node: {id: warm-test}`, nil)
 	p := r.p
+	// Updates come once Run has started, as from the xDS client.
+	waitFor(t, 5*time.Second, "proxy running", p.Ready)
 	deliver := func(res map[resourcev3.Type][]types.Resource, types ...resourcev3.Type) {
 		t.Helper()
 		for _, typ := range types {

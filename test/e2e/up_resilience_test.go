@@ -34,7 +34,8 @@ func (m *upMesh) logCount(t *testing.T, glob, match string) (total, matched int)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
-			if !strings.Contains(line, `"authority":"recommendation:8080"`) {
+			// recommendation:8080, or recommendation-shadow:8080 for mirrors
+			if !strings.Contains(line, `"authority":"recommendation`) {
 				continue
 			}
 			total++
@@ -168,3 +169,43 @@ var errNoRetries = errorString("not yet")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// TestUpMirror walks the tutorial's dark launch (mirroring) step. (Outlier
+// detection is covered in internal/proxy; its tutorial step is not asserted
+// here yet: an ejected instance was seen to get one request in the window.)
+func TestUpMirror(t *testing.T) {
+	requireGatewayPortFree(t)
+	tracked := newUpTracked(t)
+	xds, api, control := upPorts(t)
+	m := startUp(t, t.TempDir(), xds, api, control)
+	tracked.add(m.children(t))
+	defer func() {
+		if !m.exited() {
+			m.stop(t)
+		}
+	}()
+
+	// Mirroring: users get v1 only; v2 receives the copies, addressed to
+	// recommendation-shadow as Envoy names them.
+	m.apply(t, "destination-rule-recommendation-outlier-detection.yaml") // defines version-v1/version-v2
+	m.apply(t, "virtual-service-recommendation-v1-mirror-v2.yaml")
+	m.waitRun(t, "v1 only", 20, func() (bool, error) {
+		v, _, err := m.version("")
+		return v == "v1", err
+	})
+	shadow0, _ := m.logCount(t, "recommendation-v2-*-sidecar.log", "")
+	_, shadowed0 := m.logCount(t, "recommendation-v2-*-sidecar.log", `"authority":"recommendation-shadow:8080"`)
+	by, _ := m.count(t, 50, "")
+	if by["v1"] != 50 {
+		t.Errorf("mirroring: users got %v, want only v1", by)
+	}
+	if err := eventually(10*time.Second, func() error {
+		if _, n := m.logCount(t, "recommendation-v2-*-sidecar.log", `"authority":"recommendation-shadow:8080"`); n-shadowed0 < 50 {
+			return errNoRetries
+		}
+		return nil
+	}); err != nil {
+		_, n := m.logCount(t, "recommendation-v2-*-sidecar.log", `"authority":"recommendation-shadow:8080"`)
+		t.Errorf("v2 received %d mirrored requests for 50 user requests (lines before: %d)", n-shadowed0, shadow0)
+	}
+}
