@@ -170,10 +170,9 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-// TestUpMirror walks the tutorial's dark launch (mirroring) step. (Outlier
-// detection is covered in internal/proxy; its tutorial step is not asserted
-// here yet: an ejected instance was seen to get one request in the window.)
-func TestUpMirror(t *testing.T) {
+// TestUpMirrorAndOutlier walks the tutorial's dark launch (mirroring) and
+// outlier detection steps.
+func TestUpMirrorAndOutlier(t *testing.T) {
 	requireGatewayPortFree(t)
 	tracked := newUpTracked(t)
 	xds, api, control := upPorts(t)
@@ -207,5 +206,52 @@ func TestUpMirror(t *testing.T) {
 	}); err != nil {
 		_, n := m.logCount(t, "recommendation-v2-*-sidecar.log", `"authority":"recommendation-shadow:8080"`)
 		t.Errorf("v2 received %d mirrored requests for 50 user requests (lines before: %d)", n-shadowed0, shadow0)
+	}
+
+	// Outlier detection: a v2 instance that answers 503 is ejected after
+	// one error (consecutive5xxErrors: 1) and gets no request for
+	// baseEjectionTime (15 s), while retries keep users from seeing it.
+	m.cli(t, "delete", "virtualservice", "recommendation")
+	m.waitRun(t, "v2 reachable again without the mirror rule", 1, func() (bool, error) {
+		v, _, err := m.version("")
+		return v == "v2", err
+	})
+	v2 := m.status(t, "recommendation-v2", 2)
+	for _, a := range v2 {
+		if code, _, err := upHTTP(http.MethodPost, "http://"+a+"/misbehave"); err != nil || code != 200 {
+			t.Fatalf("misbehave %s: %d %v", a, code, err)
+		}
+	}
+	direct503 := func() int {
+		total := 0
+		files, _ := filepath.Glob(filepath.Join(m.dataDir, "logs", "recommendation-v2-*-sidecar.log"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, `"authority":"recommendation:8080"`) && strings.Contains(line, `"response_code":503`) {
+					total++
+				}
+			}
+		}
+		return total
+	}
+	m.count(t, 20, "") // fails the test on any non-200 answer
+	if err := eventually(10*time.Second, func() error {
+		if direct503() == 0 {
+			return errNoRetries
+		}
+		return nil
+	}); err != nil {
+		t.Fatal("v2's errors never reached its sidecar log")
+	}
+	time.Sleep(1500 * time.Millisecond) // the access log is flushed every second: a time-based flush, not readiness
+	base := direct503()
+	by, _ = m.count(t, 50, "")
+	if by["v1"] != 50 {
+		t.Errorf("with v2 ejected: users got %v, want only v1", by)
+	}
+	time.Sleep(1500 * time.Millisecond) // one more flush
+	if after := direct503(); after > base {
+		t.Errorf("the ejected v2 instance still got %d requests", after-base)
 	}
 }
