@@ -255,3 +255,48 @@ func TestUpMirrorAndOutlier(t *testing.T) {
 		t.Errorf("the ejected v2 instance still got %d requests", after-base)
 	}
 }
+
+// TestUpCircuitBreaker walks the tutorial's circuit breaker step: v2 allows
+// 1 connection and 1 pending request; 20 concurrent requests to a slow v2
+// overflow at the preference sidecar (Envoy's flag UO).
+func TestUpCircuitBreaker(t *testing.T) {
+	requireGatewayPortFree(t)
+	tracked := newUpTracked(t)
+	xds, api, control := upPorts(t)
+	m := startUp(t, t.TempDir(), xds, api, control)
+	tracked.add(m.children(t))
+	defer func() {
+		if !m.exited() {
+			m.stop(t)
+		}
+	}()
+	m.apply(t, "destination-rule-recommendation-circuit-breaker.yaml")
+	m.apply(t, "virtual-service-recommendation-v2.yaml")
+	m.waitRun(t, "v2 only", 10, func() (bool, error) {
+		v, _, err := m.version("")
+		return v == "v2", err
+	})
+	for _, a := range m.status(t, "recommendation-v2", 2) {
+		if code, _, err := upHTTP(http.MethodPost, "http://"+a+"/slow?delay=1s"); err != nil || code != 200 {
+			t.Fatalf("slow %s: %d %v", a, code, err)
+		}
+	}
+	_, uo0 := m.preferenceCalls(t, `"response_flags":"UO"`)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, _ = m.get("", "/", "") // users may see 503s: that is the breaker working
+		}()
+	}
+	wg.Wait()
+	if err := eventually(10*time.Second, func() error {
+		if _, uo := m.preferenceCalls(t, `"response_flags":"UO"`); uo <= uo0 {
+			return errNoRetries
+		}
+		return nil
+	}); err != nil {
+		t.Fatal("no overflow (UO) in the preference sidecar's log for 20 concurrent requests against 1 connection + 1 pending")
+	}
+}
