@@ -196,9 +196,9 @@ func TestBootstrapRejected(t *testing.T) {
 		{"unknown JSON field", func(b bootstrap) {
 			b.cluster()["conect_timeout"] = "1s" // a typo Envoy refuses
 		}, "static_resources.clusters[0].conect_timeout"},
-		{"route hash_policy", func(b bootstrap) {
-			b.route()["hash_policy"] = []any{obj{"header": obj{"header_name": "x-user"}}}
-		}, hcmPath + ".route_config.virtual_hosts[0].routes[0].route.hash_policy"},
+		{"route rate_limits", func(b bootstrap) {
+			b.route()["rate_limits"] = []any{obj{"actions": []any{obj{"remote_address": obj{}}}}}
+		}, hcmPath + ".route_config.virtual_hosts[0].routes[0].route.rate_limits"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -298,5 +300,74 @@ func TestUpCircuitBreaker(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal("no overflow (UO) in the preference sidecar's log for 20 concurrent requests against 1 connection + 1 pending")
+	}
+}
+
+// TestUpStickyCookie walks the tutorial's sticky-user step: with a
+// consistent hash on cookie "user", one user stays on one instance while
+// different users spread.
+func TestUpStickyCookie(t *testing.T) {
+	requireGatewayPortFree(t)
+	tracked := newUpTracked(t)
+	xds, api, control := upPorts(t)
+	m := startUp(t, t.TempDir(), xds, api, control)
+	tracked.add(m.children(t))
+	defer func() {
+		if !m.exited() {
+			m.stop(t)
+		}
+	}()
+	m.cli(t, "scale", "recommendation-v2", "--replicas", "2")
+	tracked.add(m.children(t))
+	m.apply(t, "destination-rule-recommendation-sticky-cookie.yaml")
+	instanceFor := func(user string) (string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+upGateway+"/", nil)
+		req.Header.Set("Cookie", "user="+user)
+		resp, err := m.client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b := new(strings.Builder)
+		_, _ = io.Copy(b, resp.Body)
+		sm := upReply.FindStringSubmatch(strings.TrimSpace(b.String()))
+		if resp.StatusCode != 200 || sm == nil {
+			return "", fmt.Errorf("%d %q", resp.StatusCode, b.String())
+		}
+		return sm[1] + "/" + sm[2], nil
+	}
+	// The rule has arrived when alice lands on one instance 20 times in a
+	// row (improbable by chance over three instances).
+	first := ""
+	m.waitRun(t, "alice sticky", 20, func() (bool, error) {
+		inst, err := instanceFor("alice")
+		if err != nil {
+			return false, err
+		}
+		if inst != first {
+			first = inst
+			return false, nil
+		}
+		return true, nil
+	})
+	for i := 0; i < 30; i++ {
+		inst, err := instanceFor("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inst != first {
+			t.Fatalf("alice moved from %s to %s", first, inst)
+		}
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 30; i++ {
+		inst, err := instanceFor(fmt.Sprintf("user-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[inst] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("30 different users all landed on %v", seen)
 	}
 }

@@ -70,6 +70,8 @@ type Cluster struct {
 	// panicThreshold is common_lb_config.healthy_panic_threshold (percent),
 	// applied to hosts ejected by outlier detection.
 	panicThreshold uint32
+	// hashCfg is the RING_HASH / MAGLEV configuration (ringhash.go).
+	hashCfg hashConfig
 }
 
 // dnsTarget is one endpoint of a DNS cluster. Only the resolver goroutine
@@ -115,6 +117,8 @@ type picker struct {
 	// weights are equal).
 	schedule []*Host
 	rr       atomic.Uint64
+	// hash is the ring or Maglev table for RING_HASH and MAGLEV (ringhash.go).
+	hash *hashTable
 }
 
 // Host is one upstream endpoint.
@@ -215,6 +219,7 @@ func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 // of removed hosts). A host replaced by a new object keeps its pool, which
 // is then not dropped.
 func (c *Cluster) swapHosts(hs *HostSet) {
+	c.buildHashTables(hs)
 	old := c.hosts.Swap(hs)
 	if old == nil || c.onDrop == nil {
 		return
@@ -535,7 +540,8 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 		return nil, fmt.Errorf("dns_lookup_family: unknown value %d", c.dnsFamily)
 	}
 	switch cfg.GetLbPolicy() {
-	case clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST, clusterv3.Cluster_RANDOM:
+	case clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST, clusterv3.Cluster_RANDOM,
+		clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV:
 	case clusterv3.Cluster_CLUSTER_PROVIDED:
 		if cfg.GetType() != clusterv3.Cluster_ORIGINAL_DST {
 			return nil, fmt.Errorf("lb_policy: CLUSTER_PROVIDED only with type ORIGINAL_DST")
@@ -587,6 +593,11 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 			c.Protocol = Downstream
 		}
 	}
+	hc, err := newHashConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.hashCfg = hc
 	cb, err := newCircuitBreaker(cfg.GetCircuitBreakers())
 	if err != nil {
 		return nil, err

@@ -76,8 +76,8 @@ func TestNewErrors(t *testing.T) {
 		want string
 	}{
 		{"empty name", &clusterv3.Cluster{}, "name: must not be empty"},
-		{"unsupported lb policy", &clusterv3.Cluster{Name: "c", LbPolicy: clusterv3.Cluster_RING_HASH},
-			"lb_policy: RING_HASH is not supported by amime"},
+		{"unsupported lb policy", &clusterv3.Cluster{Name: "c", LbPolicy: clusterv3.Cluster_LOAD_BALANCING_POLICY_CONFIG},
+			"lb_policy: LOAD_BALANCING_POLICY_CONFIG is not supported by amime"},
 		{"cluster provided without original dst", &clusterv3.Cluster{Name: "c", LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED},
 			"lb_policy: CLUSTER_PROVIDED only with type ORIGINAL_DST"},
 		// Envoy: "LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST".

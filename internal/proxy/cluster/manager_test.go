@@ -100,7 +100,7 @@ func TestBuildErrors(t *testing.T) {
 		want string
 	}{
 		{"duplicate", []*clusterv3.Cluster{{Name: "a"}, {Name: "b"}, {Name: "a"}}, `cluster "a": duplicate name`},
-		{"invalid", []*clusterv3.Cluster{{Name: "a"}, {Name: "b", LbPolicy: clusterv3.Cluster_MAGLEV}}, `cluster "b": lb_policy: MAGLEV is not supported by amime`},
+		{"invalid", []*clusterv3.Cluster{{Name: "a"}, {Name: "b", LbPolicy: clusterv3.Cluster_LOAD_BALANCING_POLICY_CONFIG}}, `cluster "b": lb_policy: LOAD_BALANCING_POLICY_CONFIG is not supported by amime`},
 		{"unnamed", []*clusterv3.Cluster{{}}, `cluster "": name: must not be empty`},
 	}
 	for _, tc := range tests {

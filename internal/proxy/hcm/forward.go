@@ -68,6 +68,11 @@ type stream struct {
 	// last route timeout and its text, to not format it per request.
 	lastTimeout     time.Duration
 	lastTimeoutText string
+	// Consistent hashing (hash.go): the request hash and a generated
+	// cookie to return.
+	hash      uint64
+	hashOK    bool
+	setCookie string
 }
 
 func (st *stream) timeoutText(d time.Duration) string {
@@ -110,6 +115,7 @@ func (st *stream) serve(req *request, rw responder) bool {
 		info.Protocol = "HTTP/1.1"
 	}
 	defer st.complete()
+	st.hashOK, st.setCookie = false, ""
 
 	hdrs := &req.r.Headers
 	st.requestID(req)
@@ -190,6 +196,10 @@ func (st *stream) serve(req *request, rw responder) bool {
 		st.startMirrors(req, rt, mps, path)
 	}
 
+	// Consistent hashing (hash.go): the hash of the route's hash_policy
+	// for RING_HASH / MAGLEV clusters, used by pickHost.
+	st.computeHash(req, rt, c)
+
 	// Circuit breaking (breaker.go): max_requests bounds the requests in
 	// flight to the cluster; tries take connection slots in sendTry.
 	if !c.CB.AcquireRequest() {
@@ -239,6 +249,20 @@ func (st *stream) upstreamTarget(req *request, rt *route.Route, c *cluster.Clust
 // ORIGINAL_DST cluster the connection's original destination (or the
 // x-envoy-original-dst-host header when the cluster allows it).
 func (st *stream) pickHost(c *cluster.Cluster, hdrs *header.List) *cluster.Host {
+	return st.pickHostAttempt(c, hdrs, 0)
+}
+
+// pickHostAttempt is pickHost for the attempt-th host selection retry: a
+// request hash is then changed as Envoy's ThreadAwareLoadBalancer does
+// (hash ^= ~0 - attempt + 1), to reach another host.
+func (st *stream) pickHostAttempt(c *cluster.Cluster, hdrs *header.List, attempt uint64) *cluster.Host {
+	if st.hashOK {
+		h := st.hash
+		if attempt > 0 {
+			h ^= ^uint64(0) - attempt + 1
+		}
+		return c.PickHash(h)
+	}
 	if c.Discovery != cluster.OriginalDst {
 		return c.Pick(st.rng.Uint64())
 	}
@@ -521,6 +545,9 @@ func (st *stream) respHeaders(h *header.List, rt *route.Route, req *request, upg
 		h.Set("x-envoy-upstream-service-time", millis(st.info.UpstreamTime))
 	}
 	st.serverHeader(h)
+	if st.setCookie != "" {
+		h.Add("set-cookie", st.setCookie)
+	}
 	if rt != nil {
 		if rt.IncludeAttemptCountInResponse() {
 			h.Set("x-envoy-attempt-count", smallOrFormat(int64(max(st.info.AttemptCount, 1))))

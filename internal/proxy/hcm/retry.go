@@ -234,7 +234,7 @@ func (st *stream) pickRetryHost(c *cluster.Cluster, hdrs *header.List, ts *trySt
 		return host
 	}
 	for i := 0; i < ts.policy.HostSelectionMaxAttempts && host != nil && ts.triedHost(host); i++ {
-		host = st.pickHost(c, hdrs)
+		host = st.pickHostAttempt(c, hdrs, uint64(i+1))
 	}
 	return host
 }

@@ -478,6 +478,9 @@ func (c *compiler) forward(e *entry, ra *routev3.RouteAction, vhRetry *routev3.R
 	if e.mirrors, err = compileMirrors(ra, p); err != nil {
 		return err
 	}
+	if e.hashPolicies, err = compileHashPolicies(ra.HashPolicy, p); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -109,9 +109,13 @@ func TestCompileErrors(t *testing.T) {
 		{"negative timeout", withAction(func(ra *routev3.RouteAction) { ra.Timeout = durationpb.New(-time.Second) }),
 			"virtual_hosts[1].routes[0].route.timeout: duration must not be negative"},
 		{"unsupported route action field", withAction(func(ra *routev3.RouteAction) {
-			ra.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x"}}}}
+			ra.AppendXForwardedHost = true
 		}),
-			"virtual_hosts[1].routes[0].route.hash_policy: field is not supported by amime"},
+			"virtual_hosts[1].routes[0].route.append_x_forwarded_host: field is not supported by amime"},
+		{"hash policy without header name", withAction(func(ra *routev3.RouteAction) {
+			ra.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{}}}}
+		}),
+			"virtual_hosts[1].routes[0].route.hash_policy[0].header.header_name: value length must be at least 1 runes"},
 		{"retry back-off max below base", withAction(func(ra *routev3.RouteAction) {
 			ra.RetryPolicy = &routev3.RetryPolicy{RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Second), MaxInterval: durationpb.New(time.Millisecond)}}
 		}), "virtual_hosts[1].routes[0].route.retry_policy.retry_back_off.max_interval: retry_policy.max_interval must greater than or equal to the base_interval"},

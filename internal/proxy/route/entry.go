@@ -36,6 +36,7 @@ type entry struct {
 	retry           *routev3.RetryPolicy
 	retryC          *Retry
 	mirrors         []Mirror
+	hashPolicies    []HashPolicy
 
 	// Redirect and direct response.
 	redirect *redirect

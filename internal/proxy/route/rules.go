@@ -52,8 +52,17 @@ func Rules() fieldcheck.Rules {
 			"cluster", "cluster_header", "weighted_clusters", "cluster_not_found_response_code",
 			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite",
 			"host_rewrite_header", "timeout", "idle_timeout", "retry_policy", "max_grpc_timeout",
-			"grpc_timeout_offset", "max_stream_duration", "request_mirror_policies",
+			"grpc_timeout_offset", "max_stream_duration", "request_mirror_policies", "hash_policy",
 		},
+		// Executed by the proxy for RING_HASH and MAGLEV clusters
+		// (hcm/hash.go); cookie attributes and filter_state are refused.
+		"envoy.config.route.v3.RouteAction.HashPolicy": {
+			"header", "cookie", "connection_properties", "query_parameter", "terminal",
+		},
+		"envoy.config.route.v3.RouteAction.HashPolicy.Header":               {"header_name"},
+		"envoy.config.route.v3.RouteAction.HashPolicy.Cookie":               {"name", "path", "ttl"},
+		"envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties": {"source_ip"},
+		"envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter":       {"name"},
 		// Executed by the proxy through (*Route).MirrorPolicies; runtime_key
 		// is refused at compile (no runtime layer).
 		"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": {"cluster", "runtime_fraction", "trace_sampled"},

@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -118,6 +119,8 @@ func (b *builder) outboundCluster(svc *registry.Service, meta *structpb.Value, p
 	}
 	if b.proxy.Type == GRPC {
 		c.LbPolicy = b.grpcLBPolicy(lb, dr)
+	} else if ch := lb.GetConsistentHash(); ch != nil {
+		applyConsistentHash(c, ch)
 	}
 	eps := svc.Endpoints(port.Number, subset.GetLabels())
 	switch svc.Resolution {
@@ -364,6 +367,94 @@ func lbPolicy(lb *networking.LoadBalancerSettings) clusterv3.Cluster_LbPolicy {
 	return clusterv3.Cluster_LEAST_REQUEST
 }
 
+// applyConsistentHash is the consistentHash case of Istio's
+// applyLoadBalancer: MAGLEV when asked (table_size when set), otherwise
+// RING_HASH with minimum_ring_size (ringHash's, else the deprecated
+// minimumRingSize, else Envoy's default 1024).
+func applyConsistentHash(c *clusterv3.Cluster, ch *networking.LoadBalancerSettings_ConsistentHashLB) {
+	switch {
+	case ch.GetMaglev() != nil:
+		c.LbPolicy = clusterv3.Cluster_MAGLEV
+		if n := ch.GetMaglev().GetTableSize(); n != 0 {
+			c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(n)}}
+		}
+	case ch.GetRingHash() != nil:
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		if n := ch.GetRingHash().GetMinimumRingSize(); n != 0 {
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(n)}}
+		}
+	default:
+		n := uint64(1024)
+		if ch.GetMinimumRingSize() != 0 {
+			n = ch.GetMinimumRingSize()
+		}
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(n)}}
+	}
+}
+
+// hashPolicy is Istio's consistentHashToHashPolicy for the destination's
+// effective load balancer settings, nil without consistentHash.
+func (b *builder) hashPolicy(vs *vsEntry, d *networking.Destination, port uint32) []*routev3.RouteAction_HashPolicy {
+	if b.proxy.Type == GRPC {
+		return nil
+	}
+	host := b.resolveHost(d.GetHost(), vs.obj.Meta.Namespace)
+	svc := b.reg.Lookup(host, b.proxy.Namespace)
+	if svc == nil {
+		return nil
+	}
+	switch {
+	case d.GetPort() != nil:
+		port = d.GetPort().GetNumber()
+	case len(svc.Ports) == 1:
+		port = svc.Ports[0].Number
+	}
+	return b.serviceHashPolicy(host, svc.Namespace, d.GetSubset(), port)
+}
+
+// serviceHashPolicy is the hash policy of the consistentHash that applies
+// to host's port (and subset), nil when none.
+func (b *builder) serviceHashPolicy(host, svcNS, subsetName string, port uint32) []*routev3.RouteAction_HashPolicy {
+	if b.proxy.Type == GRPC {
+		return nil
+	}
+	dr := b.destinationRule(host, svcNS)
+	if dr == nil {
+		return nil
+	}
+	var subset *networking.Subset
+	if subsetName != "" {
+		for _, s := range dr.spec.GetSubsets() {
+			if s.GetName() == subsetName {
+				subset = s
+			}
+		}
+		if subset == nil {
+			return nil
+		}
+	}
+	ch := effectiveLB(dr, subset, port).GetConsistentHash()
+	if ch == nil {
+		return nil
+	}
+	hp := &routev3.RouteAction_HashPolicy{}
+	switch {
+	case ch.GetHttpHeaderName() != "":
+		hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: ch.GetHttpHeaderName()}}
+	case ch.GetHttpCookie() != nil:
+		ck := ch.GetHttpCookie()
+		hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: ck.GetName(), Path: ck.GetPath(), Ttl: ck.GetTtl()}}
+	case ch.GetUseSourceIp():
+		hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_ConnectionProperties_{ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}
+	case ch.GetHttpQueryParameterName() != "":
+		hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_QueryParameter_{QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: ch.GetHttpQueryParameterName()}}
+	default:
+		return nil
+	}
+	return []*routev3.RouteAction_HashPolicy{hp}
+}
+
 // checkDestinationRule reports the traffic policy fields the proxy cannot
 // carry out yet.
 func (b *builder) checkDestinationRule(dr *drEntry) {
@@ -396,8 +487,10 @@ func (b *builder) checkPolicy(dr *drEntry, path string, tp *networking.TrafficPo
 		}
 		lb := p.GetLoadBalancer()
 		switch {
-		case lb.GetConsistentHash() != nil:
-			b.warnf(dr.obj, "%s.loadBalancer.consistentHash: not translated: the proxy has no ring hash or maglev yet; LEAST_REQUEST used", path)
+		case lb.GetConsistentHash() != nil && b.proxy.Type == GRPC:
+			b.warnf(dr.obj, "%s.loadBalancer.consistentHash: not translated for proxyless gRPC", path)
+		case lb.GetConsistentHash().GetHttpCookie().GetAttributes() != nil:
+			b.warnf(dr.obj, "%s.loadBalancer.consistentHash.httpCookie.attributes: not translated: the proxy sets no cookie attributes", path)
 		case lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH:
 			b.warnf(dr.obj, "%s.loadBalancer.simple: PASSTHROUGH not translated yet (ORIGINAL_DST); LEAST_REQUEST used", path)
 		}

@@ -81,7 +81,12 @@ func (b *builder) sidecarRoutes(svc *registry.Service, port uint32) []*routev3.R
 			return routes
 		}
 	}
-	return []*routev3.Route{b.defaultRoute(OutboundCluster(port, "", svc.Hostname), svc.Hostname, port)}
+	r := b.defaultRoute(OutboundCluster(port, "", svc.Hostname), svc.Hostname, port)
+	// Istio's hashByService: the service's consistentHash, if any.
+	if hp := b.serviceHashPolicy(svc.Hostname, svc.Namespace, "", port); hp != nil {
+		r.GetRoute().HashPolicy = hp
+	}
+	return []*routev3.Route{r}
 }
 
 // perPortListeners binds one listener per visible service port on ip.

@@ -417,6 +417,15 @@ func (b *builder) applyDestinations(out *routev3.Route, vs *vsEntry, path string
 		}
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
+	// consistentHash of the destinations' DestinationRules: Envoy has one
+	// hash policy per route, so the first destination with one gives it
+	// (Istio's hashByDestination).
+	for _, d := range dsts {
+		if hp := b.hashPolicy(vs, d.GetDestination(), port); hp != nil {
+			action.HashPolicy = hp
+			break
+		}
+	}
 	retries := in.GetRetries()
 	if retries == nil {
 		retries = b.mesh.DefaultHTTPRetry
