@@ -436,18 +436,7 @@ func share(n, total int) float64 { return float64(n) / float64(total) }
 // TestUpTutorial walks the tutorial through `amime up`'s gateway with the
 // CLI and checks each working step statistically.
 func TestUpTutorial(t *testing.T) {
-	requireGatewayPortFree(t)
-	tracked := newUpTracked(t)
-	xds, api, control := upPorts(t)
-	m := startUp(t, t.TempDir(), xds, api, control)
-	tracked.add(m.children(t))
-	// Stop cleanly, also after a failure, so the next test finds 8080
-	// free; startProc's and tracked's cleanups kill what stop missed.
-	defer func() {
-		if !m.exited() {
-			m.stop(t)
-		}
-	}()
+	m, tracked := startTrackedUp(t)
 
 	// Default: no VirtualService, Istio's LEAST_REQUEST over one v1 and
 	// one v2 instance. 400 requests rather than 200: with this random
@@ -720,16 +709,7 @@ func TestUpLifecycle(t *testing.T) {
 // internal/proxy/hcm/forward.go forwardH1, which sets a read deadline only
 // when the route has a timeout and never clears it before pool.Put).
 func TestUpTimeoutRemoved(t *testing.T) {
-	requireGatewayPortFree(t)
-	tracked := newUpTracked(t)
-	xds, api, control := upPorts(t)
-	m := startUp(t, t.TempDir(), xds, api, control)
-	tracked.add(m.children(t))
-	defer func() {
-		if !m.exited() {
-			m.stop(t)
-		}
-	}()
+	m, _ := startTrackedUp(t)
 
 	m.apply(t, "virtual-service-recommendation-timeout.yaml")
 	// A 504 from slow v2 shows the rule is live on preference's sidecar;
