@@ -13,7 +13,10 @@ import (
 // loopback sockets (keep-alive both sides, 1 KiB POST echoed back), with
 // the proxy's allocations per request. Client and backend are minimal raw
 // HTTP/1.1 loops so the figures are the proxy's.
-func BenchmarkHTTP1Proxy(b *testing.B) {
+func BenchmarkHTTP1Proxy(b *testing.B) { benchHTTP1Proxy(b) }
+
+// benchHTTP1Proxy runs the benchmark with the proxy options mod sets.
+func benchHTTP1Proxy(b *testing.B, mod ...func(*Options)) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -34,7 +37,7 @@ func BenchmarkHTTP1Proxy(b *testing.B) {
               domains: ["*"]
               routes: [{match: {prefix: "/"}, route: {cluster: a}}]
 `, false, staticCluster("a", h, p, ""))
-	r := startProxy(b, tmpl, cfg)
+	r := startProxy(b, tmpl, cfg, mod...)
 	c, err := net.Dial("tcp", strings.TrimPrefix(r.url(b, "http"), "http://"))
 	if err != nil {
 		b.Fatal(err)

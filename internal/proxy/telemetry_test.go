@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -214,45 +213,5 @@ func TestAdminAccessLog(t *testing.T) {
 // BenchmarkHTTP1ProxyAccessLog is BenchmarkHTTP1Proxy with a JSON access
 // log (to /dev/null): what logging adds per request.
 func BenchmarkHTTP1ProxyAccessLog(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go echoBackend(c)
-		}
-	}()
-	h, p, _ := net.SplitHostPort(ln.Addr().String())
-	tmpl, cfg := httpBootstrap(`
-            - name: all
-              domains: ["*"]
-              routes: [{match: {prefix: "/"}, route: {cluster: a}}]
-`, false, staticCluster("a", h, p, ""))
-	r := startProxy(b, tmpl, cfg, func(o *Options) { o.AccessLog = os.DevNull })
-	c, err := net.Dial("tcp", strings.TrimPrefix(r.url(b, "http"), "http://"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	body := strings.Repeat("x", 1024)
-	req := fmt.Sprintf("POST /echo HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-	br := bufio.NewReader(c)
-	buf := make([]byte, 4096)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(body)))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := io.WriteString(c, req); err != nil {
-			b.Fatal(err)
-		}
-		if n := readResponse(b, br, buf); n != len(body) {
-			b.Fatalf("body %d bytes", n)
-		}
-	}
+	benchHTTP1Proxy(b, func(o *Options) { o.AccessLog = os.DevNull })
 }
