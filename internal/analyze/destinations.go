@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"github.com/amime-mesh/amime/internal/registry"
 	"slices"
 	"strings"
 
@@ -55,7 +56,7 @@ func analyzeDestinationHosts(x *index) []Finding {
 		for _, d := range destinations(vs.spec) {
 			written := d.d.GetHost()
 			host := x.resolveHost(written, ns)
-			if host == "" || isWildcard(host) || x.service(host, ns) != nil {
+			if host == "" || registry.IsWildcard(host) || x.service(host, ns) != nil {
 				continue // empty and wildcard hosts are validation's
 			}
 			out = append(out, finding(vs.obj, CodeReferencedResourceNotFound, Error, d.path+".host",
@@ -78,7 +79,7 @@ func analyzeDestinationSubsets(x *index) []Finding {
 			subset := d.d.GetSubset()
 			written := d.d.GetHost()
 			host := x.resolveHost(written, ns)
-			if subset == "" || host == "" || isWildcard(host) {
+			if subset == "" || host == "" || registry.IsWildcard(host) {
 				continue
 			}
 			// An unknown host is reported once, as such: creating a
@@ -123,7 +124,7 @@ func analyzeDestinationSubsets(x *index) []Finding {
 func analyzeSubsetWorkloads(x *index) []Finding {
 	var out []Finding
 	for _, dr := range x.drs {
-		if dr.host == "" || isWildcard(dr.host) {
+		if dr.host == "" || registry.IsWildcard(dr.host) {
 			continue
 		}
 		svc := x.reg.Lookup(dr.host, dr.obj.Meta.Namespace)

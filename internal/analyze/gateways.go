@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"github.com/amime-mesh/amime/internal/registry"
 	"maps"
 	"slices"
 	"strings"
@@ -168,9 +169,9 @@ func overlappingHosts(a, b []string) []string {
 	for _, h := range a {
 		for _, g := range b {
 			switch {
-			case covers(h, g):
+			case registry.HostCovers(h, g):
 				out = append(out, g)
-			case covers(g, h):
+			case registry.HostCovers(g, h):
 				out = append(out, h)
 			}
 		}

@@ -34,21 +34,6 @@ func resolveGateway(g, ns string) string {
 	return ns + "/" + g
 }
 
-func isWildcard(h string) bool { return strings.HasPrefix(h, "*") }
-
-// covers reports whether host pattern p matches host h (the translator's
-// rule: a wildcard covers longer names ending in its suffix).
-func covers(p, h string) bool {
-	switch {
-	case p == h || p == "*":
-		return true
-	case isWildcard(p):
-		suffix := p[1:]
-		return len(h) > len(suffix) && strings.HasSuffix(h, suffix)
-	}
-	return false
-}
-
 // service finds the service a client in namespace ns reaches by host: the
 // registry's lookup, else a visible wildcard ServiceEntry host covering it
 // (*.example.com serves api.example.com).
@@ -57,7 +42,7 @@ func (x *index) service(host, ns string) *registry.Service {
 		return s
 	}
 	for _, s := range x.reg.Services() {
-		if isWildcard(s.Hostname) && covers(s.Hostname, host) && s.VisibleFrom(ns) {
+		if registry.IsWildcard(s.Hostname) && registry.HostCovers(s.Hostname, host) && s.VisibleFrom(ns) {
 			return s
 		}
 	}
@@ -72,7 +57,7 @@ func (x *index) destinationRule(host, clientNS, svcNS string) *drEntry {
 	for _, ns := range []string{clientNS, svcNS, x.in.RootNamespace} {
 		var best *drEntry
 		for _, dr := range x.drs {
-			if dr.obj.Meta.Namespace != ns || !registry.Visible(dr.spec.GetExportTo(), ns, clientNS) || !covers(dr.host, host) {
+			if dr.obj.Meta.Namespace != ns || !registry.Visible(dr.spec.GetExportTo(), ns, clientNS) || !registry.HostCovers(dr.host, host) {
 				continue
 			}
 			if dr.host == host {

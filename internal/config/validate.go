@@ -65,6 +65,19 @@ func (p fpath) f(name string) fpath { return p + "." + fpath(name) }
 func (p fpath) i(n int) fpath       { return p + "[" + fpath(strconv.Itoa(n)) + "]" }
 func (p fpath) k(key string) fpath  { return p + "[" + fpath(key) + "]" }
 
+// each calls fn for every element of list at p.field[i], reporting a nil
+// element ("must not be null") instead of passing it on.
+func each[T any](v *validator, p fpath, field string, list []*T, fn func(fpath, *T)) {
+	for i, x := range list {
+		xp := p.f(field).i(i)
+		if x == nil {
+			v.add(xp, "must not be null")
+			continue
+		}
+		fn(xp, x)
+	}
+}
+
 // validator collects problems for one object.
 type validator struct {
 	errs []FieldError

@@ -66,30 +66,15 @@ func validateVirtualService(v *validator, vs *networking.VirtualService) {
 	if len(vs.Http) == 0 && len(vs.Tcp) == 0 && len(vs.Tls) == 0 {
 		v.add(p, "at least one of http, tcp or tls routes is required")
 	}
-	for i, r := range vs.Http {
-		rp := p.f("http").i(i)
-		if r == nil {
-			v.add(rp, "must not be null")
-			continue
-		}
+	each(v, p, "http", vs.Http, func(rp fpath, r *networking.HTTPRoute) {
 		validateHTTPRoute(v, rp, r, delegate, toGateway)
-	}
-	for i, r := range vs.Tls {
-		rp := p.f("tls").i(i)
-		if r == nil {
-			v.add(rp, "must not be null")
-			continue
-		}
+	})
+	each(v, p, "tls", vs.Tls, func(rp fpath, r *networking.TLSRoute) {
 		validateTLSRoute(v, rp, r, vs.Hosts)
-	}
-	for i, r := range vs.Tcp {
-		rp := p.f("tcp").i(i)
-		if r == nil {
-			v.add(rp, "must not be null")
-			continue
-		}
+	})
+	each(v, p, "tcp", vs.Tcp, func(rp fpath, r *networking.TCPRoute) {
 		validateTCPRoute(v, rp, r)
-	}
+	})
 	v.exportTo(p.f("exportTo"), "", vs.ExportTo, false, false)
 }
 
@@ -207,14 +192,9 @@ func validateHTTPRoute(v *validator, p fpath, r *networking.HTTPRoute, delegate,
 		v.add(p, "mirror and mirrors are mutually exclusive")
 	}
 
-	for j, m := range r.Match {
-		mp := p.f("match").i(j)
-		if m == nil {
-			v.add(mp, "must not be null")
-			continue
-		}
+	each(v, p, "match", r.Match, func(mp fpath, m *networking.HTTPMatchRequest) {
 		validateHTTPMatch(v, mp, m, toGateway)
-	}
+	})
 
 	v.headers(p.f("headers"), r.Headers)
 	validateCORS(v, p.f("corsPolicy"), r.CorsPolicy)
@@ -230,12 +210,7 @@ func validateHTTPRoute(v *validator, p fpath, r *networking.HTTPRoute, delegate,
 	if r.Mirror != nil {
 		v.destination(p.f("mirror"), r.Mirror)
 	}
-	for i, m := range r.Mirrors {
-		mp := p.f("mirrors").i(i)
-		if m == nil {
-			v.add(mp, "must not be null")
-			continue
-		}
+	each(v, p, "mirrors", r.Mirrors, func(mp fpath, m *networking.HTTPMirrorPolicy) {
 		if m.Destination == nil {
 			v.add(mp.f("destination"), "is required")
 		} else {
@@ -244,25 +219,20 @@ func validateHTTPRoute(v *validator, p fpath, r *networking.HTTPRoute, delegate,
 		if m.Percentage != nil && (m.Percentage.Value < 0 || m.Percentage.Value > 100) {
 			v.add(mp.f("percentage").f("value"), "must be in the range 0..100, got %v", m.Percentage.Value)
 		}
-	}
+	})
 	validateRedirect(v, p.f("redirect"), r.Redirect)
 	validateDirectResponse(v, p.f("directResponse"), r.DirectResponse)
 	validateRetries(v, p.f("retries"), r.Retries)
 	validateRewrite(v, p.f("rewrite"), r.Rewrite)
 	validateAuthorityRewrite(v, p, r)
-	for i, d := range r.Route {
-		dp := p.f("route").i(i)
-		if d == nil {
-			v.add(dp, "must not be null")
-			continue
-		}
+	each(v, p, "route", r.Route, func(dp fpath, d *networking.HTTPRouteDestination) {
 		if d.Destination == nil {
 			v.add(dp.f("destination"), "is required")
 		} else {
 			v.destination(dp.f("destination"), d.Destination)
 		}
 		v.headers(dp.f("headers"), d.Headers)
-	}
+	})
 	v.weights(p.f("route"), len(r.Route), func(i int) int32 { return r.Route[i].GetWeight() })
 	v.duration(p.f("timeout"), r.Timeout)
 }
@@ -598,17 +568,12 @@ func validateTLSRoute(v *validator, p fpath, r *networking.TLSRoute, vsHosts []s
 }
 
 func validateTCPRoute(v *validator, p fpath, r *networking.TCPRoute) {
-	for j, m := range r.Match {
-		mp := p.f("match").i(j)
-		if m == nil {
-			v.add(mp, "must not be null")
-			continue
-		}
+	each(v, p, "match", r.Match, func(mp fpath, m *networking.L4MatchAttributes) {
 		validateL4Match(v, mp, m.DestinationSubnets, m.Port, m.SourceLabels, m.Gateways, m.SourceNamespace)
 		if m.SourceSubnet != "" {
 			v.addIf(mp.f("sourceSubnet"), checkIPOrCIDR(m.SourceSubnet))
 		}
-	}
+	})
 	validateRouteDestinations(v, p.f("route"), r.Route)
 }
 
@@ -659,12 +624,7 @@ func validateDestinationRule(v *validator, ns string, dr *networking.Destination
 	}
 	validateTrafficPolicy(v, p.f("trafficPolicy"), dr.TrafficPolicy)
 	seen := map[string]bool{}
-	for i, s := range dr.Subsets {
-		sp := p.f("subsets").i(i)
-		if s == nil {
-			v.add(sp, "must not be null")
-			continue
-		}
+	each(v, p, "subsets", dr.Subsets, func(sp fpath, s *networking.Subset) {
 		switch {
 		case s.Name == "":
 			v.add(sp.f("name"), "is required")
@@ -676,7 +636,7 @@ func validateDestinationRule(v *validator, ns string, dr *networking.Destination
 		seen[s.Name] = true
 		v.labels(sp.f("labels"), s.Labels)
 		validateTrafficPolicy(v, sp.f("trafficPolicy"), s.TrafficPolicy)
-	}
+	})
 	v.exportTo(p.f("exportTo"), ns, dr.ExportTo, false, dr.WorkloadSelector != nil)
 	if dr.WorkloadSelector != nil {
 		v.selector(p.f("workloadSelector").f("matchLabels"), dr.WorkloadSelector.MatchLabels)
@@ -896,12 +856,7 @@ func validateLocalityLB(v *validator, p fpath, l *networking.LocalityLoadBalance
 			}
 		}
 	}
-	for i, d := range l.Distribute {
-		dp := p.f("distribute").i(i)
-		if d == nil {
-			v.add(dp, "must not be null")
-			continue
-		}
+	each(v, p, "distribute", l.Distribute, func(dp fpath, d *networking.LocalityLoadBalancerSetting_Distribute) {
 		v.addIf(dp.f("from"), checkLocality(d.From))
 		var total uint64
 		for _, loc := range sortedKeys(d.To) {
@@ -915,13 +870,8 @@ func validateLocalityLB(v *validator, p fpath, l *networking.LocalityLoadBalance
 		if total != 100 {
 			v.add(dp.f("to"), "weights must sum to 100, got %d", total)
 		}
-	}
-	for i, f := range l.Failover {
-		fp := p.f("failover").i(i)
-		if f == nil {
-			v.add(fp, "must not be null")
-			continue
-		}
+	})
+	each(v, p, "failover", l.Failover, func(fp fpath, f *networking.LocalityLoadBalancerSetting_Failover) {
 		if f.From == f.To {
 			v.add(fp, "from and to must be different regions")
 		}
@@ -931,7 +881,7 @@ func validateLocalityLB(v *validator, p fpath, l *networking.LocalityLoadBalance
 		if strings.Contains(f.From, "*") || strings.Contains(f.To, "*") {
 			v.add(fp, "failover regions must not contain \"*\"")
 		}
-	}
+	})
 }
 
 // checkLocality: region[/zone[/subzone]], with at most one trailing "*".
@@ -1149,12 +1099,7 @@ func validateServiceEntry(v *validator, ns string, se *networking.ServiceEntry) 
 	}
 	portNames := map[string]bool{}
 	portNumbers := map[uint32]bool{}
-	for i, port := range se.Ports {
-		pp := p.f("ports").i(i)
-		if port == nil {
-			v.add(pp, "must not be null")
-			continue
-		}
+	each(v, p, "ports", se.Ports, func(pp fpath, port *networking.ServicePort) {
 		if r := checkPort(port.Number); r != "" {
 			v.add(pp.f("number"), "%s", r)
 		} else if portNumbers[port.Number] {
@@ -1176,7 +1121,7 @@ func validateServiceEntry(v *validator, ns string, se *networking.ServiceEntry) 
 		if port.TargetPort != 0 {
 			v.addIf(pp.f("targetPort"), checkPort(port.TargetPort))
 		}
-	}
+	})
 
 	switch se.Resolution {
 	case networking.ServiceEntry_NONE:
@@ -1187,14 +1132,9 @@ func validateServiceEntry(v *validator, ns string, se *networking.ServiceEntry) 
 		if len(se.Endpoints) == 0 && se.WorkloadSelector == nil {
 			v.add(p, "resolution STATIC requires endpoints or a workloadSelector")
 		}
-		for i, ep := range se.Endpoints {
-			epp := p.f("endpoints").i(i)
-			if ep == nil {
-				v.add(epp, "must not be null")
-				continue
-			}
+		each(v, p, "endpoints", se.Endpoints, func(epp fpath, ep *networking.WorkloadEntry) {
 			validateWorkloadEntry(v, epp, ep, portNames, false)
-		}
+		})
 	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN:
 		if len(se.Endpoints) == 0 {
 			for i, h := range se.Hosts {
@@ -1206,14 +1146,9 @@ func validateServiceEntry(v *validator, ns string, se *networking.ServiceEntry) 
 		if se.Resolution == networking.ServiceEntry_DNS_ROUND_ROBIN && len(se.Endpoints) > 1 {
 			v.add(p.f("endpoints"), "at most one endpoint is allowed when resolution is DNS_ROUND_ROBIN")
 		}
-		for i, ep := range se.Endpoints {
-			epp := p.f("endpoints").i(i)
-			if ep == nil {
-				v.add(epp, "must not be null")
-				continue
-			}
+		each(v, p, "endpoints", se.Endpoints, func(epp fpath, ep *networking.WorkloadEntry) {
 			validateWorkloadEntry(v, epp, ep, portNames, true)
-		}
+		})
 	}
 	if se.Resolution != networking.ServiceEntry_NONE && len(se.Hosts) > 1 {
 		// Plain TCP carries no host name, so several hosts cannot be told apart.

@@ -86,14 +86,9 @@ func validateTargetRef(v *validator, p fpath, r *typev1beta1.PolicyTargetReferen
 func validateRequestAuthentication(v *validator, ra *security.RequestAuthentication) {
 	p := fpath("spec")
 	validatePolicyTarget(v, p, ra.Selector, ra.TargetRef, ra.TargetRefs)
-	for i, r := range ra.JwtRules {
-		rp := p.f("jwtRules").i(i)
-		if r == nil {
-			v.add(rp, "must not be null")
-			continue
-		}
+	each(v, p, "jwtRules", ra.JwtRules, func(rp fpath, r *security.JWTRule) {
 		validateJWTRule(v, rp, r)
-	}
+	})
 }
 
 func validateJWTRule(v *validator, p fpath, r *security.JWTRule) {
@@ -126,12 +121,7 @@ func validateJWTRule(v *validator, p fpath, r *security.JWTRule) {
 			v.add(p.f("fromCookies").i(i), "must not be empty")
 		}
 	}
-	for i, c := range r.OutputClaimToHeaders {
-		cp := p.f("outputClaimToHeaders").i(i)
-		if c == nil {
-			v.add(cp, "must not be null")
-			continue
-		}
+	each(v, p, "outputClaimToHeaders", r.OutputClaimToHeaders, func(cp fpath, c *security.ClaimToHeader) {
 		if c.Claim == "" {
 			v.add(cp.f("claim"), "is required")
 		}
@@ -140,7 +130,7 @@ func validateJWTRule(v *validator, p fpath, r *security.JWTRule) {
 		} else {
 			v.addIf(cp.f("header"), checkHeaderName(c.Header))
 		}
-	}
+	})
 	if r.OutputPayloadToHeader != "" {
 		v.addIf(p.f("outputPayloadToHeader"), checkHeaderName(r.OutputPayloadToHeader))
 	}
@@ -216,14 +206,9 @@ func validateAuthorizationPolicy(v *validator, ap *security.AuthorizationPolicy)
 	if provider != nil && ap.Action != security.AuthorizationPolicy_CUSTOM {
 		v.add(p.f("provider"), "only allowed when action is CUSTOM, got %s", ap.Action)
 	}
-	for i, r := range ap.Rules {
-		rp := p.f("rules").i(i)
-		if r == nil {
-			v.add(rp, "must not be null")
-			continue
-		}
+	each(v, p, "rules", ap.Rules, func(rp fpath, r *security.Rule) {
 		validateRule(v, rp, r, ap.Action == security.AuthorizationPolicy_CUSTOM)
-	}
+	})
 }
 
 func validateRule(v *validator, p fpath, r *security.Rule, custom bool) {

@@ -125,7 +125,7 @@ func newBuilder(in Input, p *Proxy) *builder {
 			idx = &drIndex{exact: map[string]*drEntry{}}
 			b.drs[o.Meta.Namespace] = idx
 		}
-		if isWildcard(e.host) {
+		if registry.IsWildcard(e.host) {
 			idx.wildcards = append(idx.wildcards, e)
 		} else if first, dup := idx.exact[e.host]; dup {
 			b.warnf(o, "host %q already has DestinationRule %s (older): not merged yet; ignored", e.host, first.obj.Meta.Name)
@@ -175,7 +175,7 @@ func (b *builder) indexSidecarVirtualServices() {
 			continue
 		}
 		for _, h := range vs.hosts {
-			if isWildcard(h) {
+			if registry.IsWildcard(h) {
 				wildcards = append(wildcards, wildcard{h, vs})
 			} else if _, taken := exact[h]; !taken {
 				exact[h] = vs
@@ -190,7 +190,7 @@ func (b *builder) indexSidecarVirtualServices() {
 			continue
 		}
 		for _, w := range wildcards {
-			if covers(w.pattern, svc.Hostname) {
+			if registry.HostCovers(w.pattern, svc.Hostname) {
 				b.vsByHost[svc.Hostname] = w.vs
 				break
 			}
@@ -218,7 +218,7 @@ func (b *builder) destinationRule(host, svcNS string) *drEntry {
 		}
 		var best *drEntry
 		for _, dr := range idx.wildcards {
-			if covers(dr.host, host) && (best == nil || len(dr.host) > len(best.host)) {
+			if registry.HostCovers(dr.host, host) && (best == nil || len(dr.host) > len(best.host)) {
 				best = dr
 			}
 		}
@@ -269,21 +269,6 @@ func (b *builder) resolveGateways(gws []string, ns string) []string {
 		out = append(out, g)
 	}
 	return out
-}
-
-func isWildcard(h string) bool { return strings.HasPrefix(h, "*") }
-
-// covers reports whether host pattern p matches host h (which may itself
-// be a wildcard, matched when it is at least as specific as p).
-func covers(p, h string) bool {
-	switch {
-	case p == h || p == "*":
-		return true
-	case isWildcard(p):
-		suffix := p[1:]
-		return len(h) > len(suffix) && strings.HasSuffix(h, suffix)
-	}
-	return false
 }
 
 // warnf records a warning about an object.

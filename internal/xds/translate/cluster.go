@@ -136,7 +136,7 @@ func (b *builder) outboundCluster(svc *registry.Service, meta *structpb.Value, p
 		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN:
 		if len(svc.Endpoints(port.Number, nil)) == 0 {
-			if isWildcard(svc.Hostname) {
+			if registry.IsWildcard(svc.Hostname) {
 				b.warnf(nil, "cluster %s: a wildcard host cannot be resolved by DNS; skipped", name)
 				return
 			}

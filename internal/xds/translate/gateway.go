@@ -132,9 +132,9 @@ func (b *builder) gatewayRoute(name string, port uint32, servers []*gwServer) *r
 					}
 					// The more specific of the two names is served.
 					switch {
-					case covers(sh.host, h):
+					case registry.HostCovers(sh.host, h):
 						matched = append(matched, h)
-					case covers(h, sh.host):
+					case registry.HostCovers(h, sh.host):
 						matched = append(matched, sh.host)
 					}
 				}

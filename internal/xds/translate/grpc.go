@@ -52,7 +52,7 @@ import (
 func (b *builder) buildGRPCListeners() {
 	d := b.newDomains()
 	for _, svc := range b.services {
-		if isWildcard(svc.Hostname) {
+		if registry.IsWildcard(svc.Hostname) {
 			continue // a dial target is one name
 		}
 		var ports []uint32

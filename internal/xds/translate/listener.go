@@ -219,7 +219,7 @@ func (d *domains) claim(svc *registry.Service, port uint32, withPort, bare bool)
 // namespace; name.ns and name.ns.svc from another.
 func (b *builder) aliases(host string) []string {
 	suffix := ".svc." + b.mesh.DomainSuffix
-	if !strings.HasSuffix(host, suffix) || isWildcard(host) {
+	if !strings.HasSuffix(host, suffix) || registry.IsWildcard(host) {
 		return nil
 	}
 	nameNS := strings.TrimSuffix(host, suffix)

@@ -96,8 +96,8 @@ func TestHostNames(t *testing.T) {
 		{"api.example.com", "api.example.com", true},
 	}
 	for _, tc := range coverage {
-		if got := covers(tc.pattern, tc.host); got != tc.want {
-			t.Errorf("covers(%q, %q) = %v", tc.pattern, tc.host, got)
+		if got := registry.HostCovers(tc.pattern, tc.host); got != tc.want {
+			t.Errorf("registry.HostCovers(%q, %q) = %v", tc.pattern, tc.host, got)
 		}
 	}
 }
