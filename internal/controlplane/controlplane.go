@@ -314,6 +314,10 @@ func (cp *ControlPlane) input() translate.Input {
 		VirtualServices:  snap.List(config.VirtualService),
 		DestinationRules: snap.List(config.DestinationRule),
 		Gateways:         snap.List(config.Gateway),
+
+		PeerAuthentications:    snap.List(config.PeerAuthentication),
+		RequestAuthentications: snap.List(config.RequestAuthentication),
+		AuthorizationPolicies:  snap.List(config.AuthorizationPolicy),
 	}
 	// The store shares unchanged objects between snapshots: when no
 	// ServiceEntry or WorkloadEntry changed (a routing change), nor any

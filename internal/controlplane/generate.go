@@ -9,6 +9,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/amime-mesh/amime/internal/config"
 	"github.com/amime-mesh/amime/internal/xds/server"
 	"github.com/amime-mesh/amime/internal/xds/translate"
 )
@@ -68,7 +69,7 @@ func (cp *ControlPlane) Generate(node *corev3.Node, push uint64) (server.Config,
 		}
 		return nil, err
 	}
-	own, err := o.inbound(v)
+	own, err := o.inbound(v, in)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +94,14 @@ type own struct {
 
 	mu        sync.Mutex
 	listeners uint64 // fingerprint of the outbound listeners sets was built with
-	sets      map[resourcev3.Type]*server.Set
+	// security are the policies sets was built with; the store shares
+	// unchanged objects between snapshots, so equal slices mean no change.
+	security [3][]*config.Object
+	sets     map[resourcev3.Type]*server.Set
+}
+
+func securityOf(in translate.Input) [3][]*config.Object {
+	return [3][]*config.Object{in.PeerAuthentications, in.RequestAuthentications, in.AuthorizationPolicies}
 }
 
 // proxy returns the node's own part, kept from this push or the one before.
@@ -115,14 +123,15 @@ func (vs *views) proxy(node *corev3.Node, mesh translate.Mesh) *own {
 	return o
 }
 
-func (o *own) inbound(v *view) (map[resourcev3.Type]*server.Set, error) {
+func (o *own) inbound(v *view, in translate.Input) (map[resourcev3.Type]*server.Set, error) {
 	fp := v.sets[resourcev3.ListenerType][0].Fingerprint()
+	sec := securityOf(in)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.sets != nil && o.listeners == fp {
+	if o.sets != nil && o.listeners == fp && sameSecurity(o.security, sec) {
 		return o.sets, nil
 	}
-	res, err := translate.TranslateInbound(&translate.Resources{Listeners: v.listeners}, o.p)
+	res, err := translate.TranslateInbound(in, &translate.Resources{Listeners: v.listeners}, o.p)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +144,7 @@ func (o *own) inbound(v *view) (map[resourcev3.Type]*server.Set, error) {
 			return nil, err
 		}
 	}
-	o.sets, o.listeners = sets, fp
+	o.sets, o.listeners, o.security = sets, fp, sec
 	return sets, nil
 }
 
@@ -253,4 +262,13 @@ func (cp *ControlPlane) Warnings() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func sameSecurity(a, b [3][]*config.Object) bool {
+	for i := range a {
+		if !slices.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }

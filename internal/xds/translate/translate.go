@@ -65,7 +65,12 @@ type Input struct {
 	VirtualServices  []*config.Object
 	DestinationRules []*config.Object
 	Gateways         []*config.Object
-	Registry         *registry.Registry
+	// Security policies (security.istio.io): they shape the inbound side
+	// of sidecars and gateways (mTLS, JWT authentication, authorization).
+	PeerAuthentications    []*config.Object
+	RequestAuthentications []*config.Object
+	AuthorizationPolicies  []*config.Object
+	Registry               *registry.Registry
 	// Shared, when set, shares resources between translations (see
 	// Shared); the results are the same.
 	Shared *Shared

@@ -26,7 +26,7 @@ import (
 // many proxies translates the outbound part once per ViewKey and adds each
 // proxy's inbound part:
 //
-//	Translate(in, p) == Merge(out, TranslateInbound(out, p))
+//	Translate(in, p) == Merge(out, TranslateInbound(in, out, p))
 //	    where out = TranslateOutbound(in, p)
 //
 // and TranslateOutbound gives the same result for every proxy with the same
@@ -136,18 +136,24 @@ func TranslateOutbound(in Input, proxy Proxy) (*Resources, error) {
 }
 
 // TranslateInbound is the rest of a sidecar's view: its inbound listeners
-// and clusters. outbound is the proxy's TranslateOutbound result, whose
+// and clusters, shaped by in's security policies. outbound is the proxy's
+// TranslateOutbound result, whose
 // listeners keep their addresses when an inbound port collides with one, as
 // in Translate. Other proxy types have no inbound part. It fails, as
 // Translate does, when the proxy description is unusable.
-func TranslateInbound(outbound *Resources, proxy Proxy) (*Resources, error) {
+func TranslateInbound(in Input, outbound *Resources, proxy Proxy) (*Resources, error) {
 	if err := checkProxy(&proxy); err != nil {
 		return nil, err
 	}
 	if proxy.Type != Sidecar {
 		return &Resources{}, nil
 	}
-	b := newBuilder(Input{}, &proxy)
+	// Only the security policies: routing does not shape the inbound side.
+	b := newBuilder(Input{
+		PeerAuthentications:    in.PeerAuthentications,
+		RequestAuthentications: in.RequestAuthentications,
+		AuthorizationPolicies:  in.AuthorizationPolicies,
+	}, &proxy)
 	for _, l := range outbound.Listeners {
 		sa := l.GetAddress().GetSocketAddress()
 		if ip, err := netip.ParseAddr(sa.GetAddress()); err == nil {

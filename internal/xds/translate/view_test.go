@@ -17,7 +17,7 @@ func split(t *testing.T, in Input, p Proxy) *Resources {
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, err := TranslateInbound(out, p)
+	own, err := TranslateInbound(in, out, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestViewKeySelectors(t *testing.T) {
 func TestTranslateInboundErrors(t *testing.T) {
 	p := Proxy{ID: "bad", IPs: []string{"not-an-ip"}}
 	_, want := Translate(Input{}, p)
-	_, got := TranslateInbound(&Resources{}, p)
+	_, got := TranslateInbound(Input{}, &Resources{}, p)
 	if want == nil || got == nil || got.Error() != want.Error() {
 		t.Errorf("TranslateInbound error %v, want Translate's %v", got, want)
 	}
