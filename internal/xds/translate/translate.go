@@ -70,7 +70,11 @@ type Input struct {
 	PeerAuthentications    []*config.Object
 	RequestAuthentications []*config.Object
 	AuthorizationPolicies  []*config.Object
-	Registry               *registry.Registry
+	// JWKS holds the key sets the control plane fetched for
+	// RequestAuthentication jwksUri (and issuer discovery), by URI. A URI
+	// missing here gets a key set no token verifies against (fail closed).
+	JWKS     map[string]string
+	Registry *registry.Registry
 	// Shared, when set, shares resources between translations (see
 	// Shared); the results are the same.
 	Shared *Shared

@@ -153,6 +153,7 @@ func TranslateInbound(in Input, outbound *Resources, proxy Proxy) (*Resources, e
 		PeerAuthentications:    in.PeerAuthentications,
 		RequestAuthentications: in.RequestAuthentications,
 		AuthorizationPolicies:  in.AuthorizationPolicies,
+		JWKS:                   in.JWKS,
 	}, &proxy)
 	for _, l := range outbound.Listeners {
 		sa := l.GetAddress().GetSocketAddress()
