@@ -41,7 +41,7 @@ func newControlPlaneCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "amime control plane: xDS on %s, API on http://%s\n", cp.XDSAddr(), cp.APIAddr())
+			fmt.Fprintf(cmd.ErrOrStderr(), "amime control plane: xDS on %s (TLS: %s), API on http://%s\n", cp.XDSAddr(), orNone(cp.SecureXDSAddr()), cp.APIAddr())
 			return cp.Run(cmd.Context())
 		},
 	}
@@ -50,6 +50,9 @@ func newControlPlaneCmd() *cobra.Command {
 	f.BoolVar(&inMemory, "in-memory", false, "keep configuration in memory only")
 	f.StringVar(&opts.ConfigDir, "config-dir", "", "directory of Istio YAML kept in sync into the store (GitOps; read-only source)")
 	f.StringVar(&opts.XDSAddr, "xds-addr", "127.0.0.1:15010", "ADS (gRPC, plaintext) listen address")
+	f.StringVar(&opts.SecureXDSAddr, "secure-xds-addr", "127.0.0.1:15012", "ADS and certificate service over TLS, for proxies with a join token (empty disables it)")
+	f.StringVar(&opts.CADir, "ca-dir", "", "operator CA in Istio's plug-in files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a self-signed root under --data-dir")
+	f.DurationVar(&opts.CertTTL, "workload-cert-ttl", 24*time.Hour, "workload certificate lifetime unless a proxy asks for less")
 	f.StringVar(&opts.APIAddr, "api-addr", "127.0.0.1:15014", "HTTP API, /metrics and /debug listen address")
 	f.StringVar(&opts.Token, "api-token", os.Getenv("AMIME_TOKEN"), "bearer token required on the API (mandatory off loopback)")
 	f.StringVar(&opts.Mesh.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
@@ -58,4 +61,11 @@ func newControlPlaneCmd() *cobra.Command {
 	f.DurationVar(&opts.UnhealthyAfter, "unhealthy-after", 15*time.Second, "a registered workload without heartbeat this long gets no traffic")
 	f.DurationVar(&opts.RemoveAfter, "remove-after", 60*time.Second, "a registered workload without heartbeat this long is removed")
 	return cmd
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "off"
+	}
+	return s
 }

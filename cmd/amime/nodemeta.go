@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -27,6 +28,8 @@ type nodeMeta struct {
 	inbound        []string
 	httpProxy      string
 	bindIP         string
+	// mtls: the proxy holds a workload certificate (it has a join token).
+	mtls bool
 }
 
 func (m *nodeMeta) register(f *pflag.FlagSet) {
@@ -84,6 +87,9 @@ func (m *nodeMeta) apply(n *corev3.Node) error {
 	if m.bindIP != "" {
 		f[controlplane.MetaBindIP] = structpb.NewStringValue(m.bindIP)
 	}
+	if m.mtls {
+		f[controlplane.MetaTLSMode] = structpb.NewStringValue(controlplane.TLSModeIstio)
+	}
 	if len(m.inbound) > 0 {
 		var ports []translate.InboundPort
 		for _, s := range m.inbound {
@@ -130,5 +136,15 @@ func (m *nodeMeta) registration(name string, c *apiclient.Client) (register.Opti
 		}
 		ports[p.Name] = listen
 	}
-	return register.Options{Client: c, Namespace: m.namespace, Name: name, Address: addr, Labels: m.labels, Ports: ports, ServiceAccount: m.serviceAccount}, nil
+	labels := m.labels
+	if m.mtls {
+		// Istio's injector labels pods with a sidecar this way; clients'
+		// auto mTLS reads it from the endpoint.
+		labels = maps.Clone(labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[controlplane.TLSModeLabel] = controlplane.TLSModeIstio
+	}
+	return register.Options{Client: c, Namespace: m.namespace, Name: name, Address: addr, Labels: labels, Ports: ports, ServiceAccount: m.serviceAccount}, nil
 }

@@ -28,6 +28,7 @@ func newProxyCmd(sf *serverFlags) *cobra.Command {
 		doRegister    bool
 		workloadName  string
 		logFormat     string
+		id            identityFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -62,6 +63,17 @@ refused with their path, never ignored.`,
 			}
 			if serviceNode != "" {
 				b.Node.Cluster = serviceNode
+			}
+			if id.tokenFile != "" {
+				if opts.XDSAddr == "" && id.caAddr == "" {
+					return fmt.Errorf("--token-file needs --xds (the control plane's TLS port, 15012) or --ca-addr")
+				}
+				a, err := id.agent(&meta, opts.XDSAddr)
+				if err != nil {
+					return err
+				}
+				opts.Agent = a
+				meta.mtls = true
 			}
 			if err := meta.apply(b.Node); err != nil {
 				return err
@@ -117,6 +129,7 @@ refused with their path, never ignored.`,
 	f.StringVar(&opts.PrometheusAddr, "prometheus-addr", "", "address serving /stats/prometheus (Istio uses :15090); empty disables it")
 	f.StringVar(&opts.AccessLog, "access-log", "", "request log: stdout, a file path, or off (default: stdout with --xds, off with only --bootstrap)")
 	f.StringVar(&logFormat, "access-log-format", "json", "access log format: json (Istio's JSON fields) or text (Envoy's default line)")
+	id.register(f)
 	f.DurationVar(&opts.DrainDuration, "drain-duration", 5*time.Second, "on SIGTERM, how long in-flight requests may take before connections are closed")
 	return cmd
 }

@@ -6,10 +6,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 
@@ -100,7 +102,37 @@ func checkLeafKey(pub any) error {
 	return nil
 }
 
+// IssueServing issues the control plane's own serving certificate: the
+// SVID of id plus DNS names and IP addresses, so that proxies verifying the
+// xDS/CA endpoint by hostname (Istio's istiod.istio-system.svc) or by
+// address accept it. The key is made here and returned as a tls.Certificate.
+func (c *CA) IssueServing(id spiffeid.ID, dnsNames []string, ips []net.IP, ttl time.Duration) (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("ca: serving key: %w", err)
+	}
+	chainPEM, err := c.issueWith(&x509.CertificateRequest{PublicKey: key.Public()}, id, ttl, func(t *x509.Certificate) {
+		t.DNSNames, t.IPAddresses = dnsNames, ips
+	})
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(chainPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("ca: serving certificate: %w", err)
+	}
+	return &cert, nil
+}
+
 func (c *CA) issue(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration) ([]byte, error) {
+	return c.issueWith(csr, id, ttl, nil)
+}
+
+func (c *CA) issueWith(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration, edit func(*x509.Certificate)) ([]byte, error) {
 	if id.IsZero() {
 		return nil, errors.New("ca: sign: empty identity")
 	}
@@ -148,6 +180,9 @@ func (c *CA) issue(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Durati
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  false,
+	}
+	if edit != nil {
+		edit(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, csr.PublicKey, signer)
 	if err != nil {

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amime-mesh/amime/internal/ca"
 	"github.com/amime-mesh/amime/internal/config"
+	"github.com/amime-mesh/amime/internal/identity"
 	"github.com/amime-mesh/amime/internal/registry"
 )
 
@@ -32,11 +34,16 @@ type api struct {
 	push   func(reason string)
 	// heartbeatInterval is what heartbeats are told to keep to.
 	heartbeatInterval time.Duration
+	// tokens and ca are nil without the TLS xDS port.
+	tokens *identity.Tokens
+	ca     *ca.CA
 }
 
 func (a *api) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /apis/amime.io/v1/apply", a.auth(a.applyBatch))
 	mux.HandleFunc("POST /apis/amime.io/v1/namespaces/{ns}/workloadentries/{name}/heartbeat", a.auth(a.heartbeat))
+	mux.HandleFunc("POST /apis/amime.io/v1/tokens", a.auth(a.createToken))
+	mux.HandleFunc("GET /apis/amime.io/v1/rootcert", a.auth(a.rootCert))
 	mux.HandleFunc("GET /apis/{group}/{version}/{plural}", a.auth(a.list))
 	mux.HandleFunc("GET /apis/{group}/{version}/namespaces/{ns}/{plural}", a.auth(a.list))
 	mux.HandleFunc("POST /apis/{group}/{version}/namespaces/{ns}/{plural}", a.auth(a.create))

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -19,7 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/amime-mesh/amime/internal/ca"
 	"github.com/amime-mesh/amime/internal/config"
+	"github.com/amime-mesh/amime/internal/identity"
 	"github.com/amime-mesh/amime/internal/register"
 	"github.com/amime-mesh/amime/internal/registry"
 	"github.com/amime-mesh/amime/internal/xds/server"
@@ -32,6 +35,19 @@ type Options struct {
 	DataDir string
 	// XDSAddr serves ADS to proxies (Istio's 15010, plaintext).
 	XDSAddr string
+	// SecureXDSAddr serves ADS and the CA (Istio's certificate service)
+	// over TLS to authenticated proxies (Istio's 15012); empty disables it.
+	SecureXDSAddr string
+	// CADir holds an operator's CA in Istio's plug-in file names; empty
+	// uses (creating on first start) a self-signed root under DataDir.
+	CADir string
+	// CertTTL is the workload certificate lifetime when a proxy does not
+	// ask for one (default 24h).
+	CertTTL time.Duration
+	// ServerNames are the DNS names of the control plane's TLS certificate
+	// (default istiod.istio-system.svc, localhost); its IP addresses are
+	// added.
+	ServerNames []string
 	// APIAddr serves the HTTP API, /metrics and /debug (Istio's 15014).
 	APIAddr string
 	// Token, when set, is required on the API. It must be set when APIAddr
@@ -61,6 +77,12 @@ type ControlPlane struct {
 	reg    *prometheus.Registry
 
 	xdsLn, apiLn net.Listener
+
+	// Identity (nil without SecureXDSAddr).
+	ca       *ca.CA
+	tokens   *identity.Tokens
+	secureLn net.Listener
+	tmpDir   string // CA state of an in-memory control plane
 
 	mu     sync.Mutex
 	cached *generation
@@ -113,7 +135,25 @@ func New(opts Options) (*ControlPlane, error) {
 		_ = cp.store.Close()
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
+	if opts.SecureXDSAddr != "" {
+		if err := cp.openIdentity(); err != nil {
+			cp.closeListeners()
+			_ = cp.store.Close()
+			return nil, err
+		}
+	}
 	return cp, nil
+}
+
+func (cp *ControlPlane) closeListeners() {
+	for _, ln := range []net.Listener{cp.xdsLn, cp.apiLn, cp.secureLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if cp.tmpDir != "" {
+		_ = os.RemoveAll(cp.tmpDir)
+	}
 }
 
 // requireTokenOffLoopback refuses to expose an unauthenticated API beyond
@@ -164,6 +204,17 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 			cp.log.Error("xds server", "err", err)
 		}
 	}()
+	var secure *grpc.Server
+	if cp.secureLn != nil {
+		secure = cp.secureServer(ctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := secure.Serve(cp.secureLn); err != nil {
+				cp.log.Error("secure xds server", "err", err)
+			}
+		}()
+	}
 
 	// Leases live in memory: after a restart every self-registered workload
 	// gets a fresh grace period, so one whose proxy died meanwhile is still
@@ -183,7 +234,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 
 	mux := http.NewServeMux()
 	(&api{store: cp.store, token: cp.opts.Token, debug: cp.debugHandler(), leases: cp.leases, push: cp.xds.Push,
-		heartbeatInterval: heartbeatInterval(cp.opts.UnhealthyAfter)}).routes(mux)
+		heartbeatInterval: heartbeatInterval(cp.opts.UnhealthyAfter), tokens: cp.tokens, ca: cp.ca}).routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -206,14 +257,20 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 			cp.syncDir(ctx)
 		}()
 	}
-	cp.log.Info("control plane started", "xds", cp.XDSAddr(), "api", cp.APIAddr(), "data_dir", cp.opts.DataDir)
+	cp.log.Info("control plane started", "xds", cp.XDSAddr(), "secure_xds", cp.SecureXDSAddr(), "api", cp.APIAddr(), "data_dir", cp.opts.DataDir)
 
 	<-ctx.Done()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	_ = srv.Shutdown(shutdownCtx)
 	g.Stop()
+	if secure != nil {
+		secure.Stop()
+	}
 	wg.Wait()
+	if cp.tmpDir != "" {
+		_ = os.RemoveAll(cp.tmpDir)
+	}
 	return cp.store.Close()
 }
 

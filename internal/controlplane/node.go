@@ -31,6 +31,15 @@ const (
 	MetaHTTPProxy = "AMIME_HTTP_PROXY"
 	// MetaBindIP gets one outbound listener per service port.
 	MetaBindIP = "AMIME_BIND_IP"
+	// MetaTLSMode "istio" says the proxy holds a workload certificate
+	// (served to it by its agent as SDS "default" and "ROOTCA"): its
+	// inbound side speaks mTLS, and it originates mTLS to endpoints
+	// labelled TLSModeLabel=istio.
+	MetaTLSMode = "AMIME_TLS_MODE"
+	// TLSModeIstio is the value of MetaTLSMode and TLSModeLabel.
+	TLSModeIstio = "istio"
+	// TLSModeLabel is Istio's workload label for "has a sidecar".
+	TLSModeLabel = "security.istio.io/tlsMode"
 )
 
 // ProxyFromNode reads the proxy's description from its xDS node: the type
@@ -66,6 +75,7 @@ func ProxyFromNode(node *corev3.Node, mesh translate.Mesh) (translate.Proxy, err
 	p.ServiceAccount = md[MetaServiceAccount].GetStringValue()
 	p.Outbound.HTTPProxy = md[MetaHTTPProxy].GetStringValue()
 	p.Outbound.BindIP = md[MetaBindIP].GetStringValue()
+	p.MTLS = md[MetaTLSMode].GetStringValue() == TLSModeIstio
 	for i, v := range md[MetaInbound].GetListValue().GetValues() {
 		f := v.GetStructValue().GetFields()
 		ip := translate.InboundPort{

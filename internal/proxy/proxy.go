@@ -23,6 +23,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/amime-mesh/amime/internal/proxy/agent"
 	"github.com/amime-mesh/amime/internal/proxy/cluster"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/hcm"
@@ -55,6 +56,11 @@ type Options struct {
 	// or a file path.
 	AccessLog       string
 	AccessLogFormat telemetry.Format
+	// Agent, when set, is the workload identity agent: it serves the SDS
+	// secrets of TLS transport sockets, and the xDS client connects with
+	// its credentials (the TLS xDS port, with the join token). Run starts
+	// it and waits for the first certificate before asking for config.
+	Agent *agent.Agent
 }
 
 // Proxy is one running data plane.
@@ -64,12 +70,13 @@ type Proxy struct {
 	node  *corev3.Node
 	rules fieldcheck.Rules
 
-	clusters *cluster.Manager
-	routes   atomic.Pointer[map[string]*route.Table]
-	conns    *hcm.ConnTracker
-	hcmEnv   *hcm.Env
-	deps     *listener.Deps
-	tel      *telemetry.Telemetry
+	clusters    *cluster.Manager
+	clusterOpts cluster.Options
+	routes      atomic.Pointer[map[string]*route.Table]
+	conns       *hcm.ConnTracker
+	hcmEnv      *hcm.Env
+	deps        *listener.Deps
+	tel         *telemetry.Telemetry
 
 	mu              sync.Mutex // serializes config changes
 	ctx             context.Context
@@ -137,6 +144,10 @@ func New(opts Options) (*Proxy, error) {
 	p.routes.Store(&empty)
 	p.hcmEnv = &hcm.Env{Routes: p, Clusters: p.clusters, Log: p.log, Conns: p.conns}
 	p.deps = &listener.Deps{HCM: p.hcmEnv, Clusters: p.clusters, Log: p.log}
+	if opts.Agent != nil {
+		p.deps.Secrets = opts.Agent
+		p.clusterOpts.Secrets = opts.Agent
+	}
 
 	sr := b.GetStaticResources()
 	for i, c := range sr.GetClusters() {
@@ -144,7 +155,7 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("bootstrap: static_resources.clusters[%d].%w", i, err)
 		}
 	}
-	if _, err := cluster.Build(sr.GetClusters()); err != nil {
+	if _, err := cluster.BuildWith(sr.GetClusters(), p.clusterOpts); err != nil {
 		return nil, fmt.Errorf("bootstrap: static_resources.clusters: %w", err)
 	}
 	p.staticClusters = sr.GetClusters()
@@ -164,7 +175,11 @@ func New(opts Options) (*Proxy, error) {
 		xdsAddr = addr
 	}
 	if xdsAddr != "" {
-		cli, err := xdsclient.New(xdsclient.Config{Target: xdsAddr, Node: p.node, Delta: opts.Delta, Logger: p.log.With("component", "xds")}, p)
+		cfg := xdsclient.Config{Target: xdsAddr, Node: p.node, Delta: opts.Delta, Logger: p.log.With("component", "xds")}
+		if opts.Agent != nil {
+			cfg.DialOptions = opts.Agent.DialOptions()
+		}
+		cli, err := xdsclient.New(cfg, p)
 		if err != nil {
 			return nil, fmt.Errorf("xds client: %w", err)
 		}
@@ -244,12 +259,27 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.shutdownListeners()
 		return err
 	}
+	if a := p.opts.Agent; a != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			_ = a.Run(runCtx)
+		}()
+	}
 	if p.xds != nil {
 		p.xds.Wildcard(resourcev3.ClusterType)
 		p.xds.Wildcard(resourcev3.ListenerType)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
+			if a := p.opts.Agent; a != nil {
+				// Config would name secrets the proxy cannot serve yet.
+				select {
+				case <-a.Ready():
+				case <-runCtx.Done():
+					return
+				}
+			}
 			_ = p.xds.Run(runCtx)
 		}()
 	} else {
@@ -322,7 +352,7 @@ func (p *Proxy) Ready() bool { return p.initDone.Load() }
 func (p *Proxy) buildClusterSet() map[string]*cluster.Cluster {
 	all := append([]*clusterv3.Cluster{}, p.staticClusters...)
 	all = append(all, sortedValues(p.dynClusters)...)
-	set, err := cluster.Build(all)
+	set, err := cluster.BuildWith(all, p.clusterOpts)
 	if err != nil {
 		// Both halves were validated before; a name clash between them is
 		// refused when the dynamic set arrives.
@@ -474,7 +504,7 @@ func (p *Proxy) updateClusters(res map[string]*anypb.Any) error {
 		}
 		next[name] = c
 	}
-	if _, err := cluster.Build(sortedValues(next)); err != nil {
+	if _, err := cluster.BuildWith(sortedValues(next), p.clusterOpts); err != nil {
 		return err
 	}
 	p.dynClusters = next

@@ -19,6 +19,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 )
 
 // Protocol is the HTTP version spoken to a cluster's hosts.
@@ -72,6 +74,8 @@ type Cluster struct {
 	panicThreshold uint32
 	// hashCfg is the RING_HASH / MAGLEV configuration (ringhash.go).
 	hashCfg hashConfig
+	// transport picks each host's TLS (transport.go).
+	transport *transport
 }
 
 // dnsTarget is one endpoint of a DNS cluster. Only the resolver goroutine
@@ -133,6 +137,9 @@ type Host struct {
 	Degraded bool
 	Priority uint32
 	Locality *corev3.Locality
+	// TLS is the host's transport socket (transport_socket_matches on its
+	// metadata, else the cluster's transport_socket); nil is plaintext.
+	TLS *tlsctx.Client
 
 	// Active counts requests in flight, for LEAST_REQUEST.
 	Active atomic.Int64
@@ -244,10 +251,10 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment) (*HostSe
 			old[h.Addr] = h
 		}
 	}
-	return buildHostSet(cla, old)
+	return buildHostSet(cla, old, c.transport)
 }
 
-func buildHostSet(cla *endpointv3.ClusterLoadAssignment, old map[string]*Host) (*HostSet, error) {
+func buildHostSet(cla *endpointv3.ClusterLoadAssignment, old map[string]*Host, tr *transport) (*HostSet, error) {
 	var hosts []*Host
 	for i, le := range cla.GetEndpoints() {
 		if err := checkLocality(i, le); err != nil {
@@ -275,6 +282,7 @@ func buildHostSet(cla *endpointv3.ClusterLoadAssignment, old map[string]*Host) (
 				Degraded: lb.GetHealthStatus() == corev3.HealthStatus_DEGRADED,
 				Priority: le.GetPriority(),
 				Locality: le.GetLocality(),
+				TLS:      tr.forEndpoint(lb.GetMetadata()),
 			}))
 		}
 	}
@@ -310,10 +318,12 @@ func reuseHost(old, nh *Host) *Host {
 		return nh
 	}
 	if old.Hostname == nh.Hostname && old.Weight == nh.Weight && old.Healthy == nh.Healthy &&
-		old.Degraded == nh.Degraded && old.Priority == nh.Priority && proto.Equal(old.Locality, nh.Locality) {
+		old.Degraded == nh.Degraded && old.Priority == nh.Priority && proto.Equal(old.Locality, nh.Locality) && old.TLS == nh.TLS {
 		return old
 	}
-	if p := old.Pool.Load(); p != nil {
+	// A pool's connections carry the host's transport: keep them only
+	// while it is the same.
+	if p := old.Pool.Load(); p != nil && old.TLS == nh.TLS {
 		nh.Pool.Store(p)
 	}
 	return nh
@@ -512,7 +522,10 @@ func gcd(a, b uint32) uint32 {
 
 // New builds a Cluster from its configuration. The caller has already
 // checked that only supported fields are set; New checks their values.
-func New(cfg *clusterv3.Cluster) (*Cluster, error) {
+func New(cfg *clusterv3.Cluster) (*Cluster, error) { return NewWith(cfg, Options{}) }
+
+// NewWith is New with the proxy's options.
+func NewWith(cfg *clusterv3.Cluster, opts Options) (*Cluster, error) {
 	if cfg.GetName() == "" {
 		return nil, fmt.Errorf("name: must not be empty")
 	}
@@ -598,6 +611,9 @@ func New(cfg *clusterv3.Cluster) (*Cluster, error) {
 		return nil, err
 	}
 	c.hashCfg = hc
+	if c.transport, err = compileTransport(cfg, opts.Secrets); err != nil {
+		return nil, err
+	}
 	cb, err := newCircuitBreaker(cfg.GetCircuitBreakers())
 	if err != nil {
 		return nil, err

@@ -54,13 +54,16 @@ func (m *Manager) All() map[string]*Cluster {
 
 // Build validates and builds clusters without installing them, so a caller
 // can reject a whole update (NACK) before anything changes.
-func Build(cfgs []*clusterv3.Cluster) (map[string]*Cluster, error) {
+func Build(cfgs []*clusterv3.Cluster) (map[string]*Cluster, error) { return BuildWith(cfgs, Options{}) }
+
+// BuildWith is Build with the proxy's options.
+func BuildWith(cfgs []*clusterv3.Cluster, opts Options) (map[string]*Cluster, error) {
 	out := make(map[string]*Cluster, len(cfgs))
 	for _, cfg := range cfgs {
 		if _, dup := out[cfg.GetName()]; dup {
 			return nil, fmt.Errorf("cluster %q: duplicate name", cfg.GetName())
 		}
-		c, err := New(cfg)
+		c, err := NewWith(cfg, opts)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", cfg.GetName(), err)
 		}
@@ -115,7 +118,7 @@ func (m *Manager) Replace(ctx context.Context, next map[string]*Cluster) {
 // ValidateEndpoints checks assignments without applying them.
 func ValidateEndpoints(clas []*endpointv3.ClusterLoadAssignment) error {
 	for _, cla := range clas {
-		if _, err := buildHostSet(cla, nil); err != nil {
+		if _, err := buildHostSet(cla, nil, nil); err != nil {
 			return fmt.Errorf("cluster_load_assignment %q: %w", cla.GetClusterName(), err)
 		}
 	}

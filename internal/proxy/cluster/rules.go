@@ -1,15 +1,18 @@
 package cluster
 
-import "github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+import (
+	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
+)
 
 // Rules lists the Cluster and ClusterLoadAssignment fields amime implements.
 func Rules() fieldcheck.Rules {
-	return fieldcheck.Rules{
+	return fieldcheck.Merge(fieldcheck.Rules{
 		"envoy.config.cluster.v3.Cluster": {"name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
 			"load_assignment", "dns_refresh_rate", "dns_lookup_family", "http2_protocol_options",
 			"typed_extension_protocol_options", "metadata", "alt_stat_name",
 			"cleanup_interval", "original_dst_lb_config", "circuit_breakers", "outlier_detection", "common_lb_config",
-			"ring_hash_lb_config", "maglev_lb_config"},
+			"ring_hash_lb_config", "maglev_lb_config", "transport_socket", "transport_socket_matches"},
 		"envoy.config.cluster.v3.Cluster.RingHashLbConfig": {"minimum_ring_size", "maximum_ring_size", "hash_function"},
 		"envoy.config.cluster.v3.Cluster.MaglevLbConfig":   {"table_size"},
 		"envoy.config.cluster.v3.CircuitBreakers":          {"thresholds"},
@@ -42,5 +45,5 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.core.v3.Locality":                  {fieldcheck.All},
 		"envoy.config.core.v3.Address":                   {"socket_address"},
 		"envoy.config.core.v3.SocketAddress":             {"protocol", "address", "port_value"},
-	}
+	}, tlsctx.Rules())
 }

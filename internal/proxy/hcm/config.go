@@ -38,6 +38,10 @@ type Config struct {
 	ServerHeader                 hcmv3.HttpConnectionManager_ServerHeaderTransformation
 	Proxy100Continue             bool
 	WebSocket                    bool
+	// x-forwarded-client-cert handling (forward_client_cert_details,
+	// Envoy's default SANITIZE).
+	ForwardClientCert    hcmv3.HttpConnectionManager_ForwardClientCertDetails
+	SetCurrentClientCert *hcmv3.HttpConnectionManager_SetCurrentClientCertDetails
 
 	IdleTimeout       time.Duration // connection idle, default 1h
 	StreamIdleTimeout time.Duration // default 5m
@@ -75,6 +79,8 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	if m.GetGenerateRequestId() != nil {
 		c.GenerateRequestID = m.GetGenerateRequestId().GetValue()
 	}
+	c.ForwardClientCert = m.GetForwardClientCertDetails()
+	c.SetCurrentClientCert = m.GetSetCurrentClientCertDetails()
 	if m.GetServerName() != "" {
 		c.ServerName = m.GetServerName()
 	}
@@ -179,16 +185,18 @@ func Rules() fieldcheck.Rules {
 			"max_request_headers_kb", "stream_idle_timeout", "request_timeout", "drain_timeout",
 			"use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "generate_request_id",
 			"preserve_external_request_id", "always_set_request_id_in_response", "proxy_100_continue", "upgrade_configs",
+			"forward_client_cert_details", "set_current_client_cert_details",
 		},
-		"envoy.extensions.filters.network.http_connection_manager.v3.Rds":                                 {"config_source", "route_config_name"},
-		"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                          {"name", "typed_config"},
-		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig": {"upgrade_type", "enabled"},
-		"envoy.config.core.v3.HttpProtocolOptions":                                                        {"idle_timeout", "max_headers_count"},
-		"envoy.config.core.v3.Http1ProtocolOptions":                                                       {},
-		"envoy.config.core.v3.Http2ProtocolOptions":                                                       {},
-		"envoy.config.core.v3.ConfigSource":                                                               {"ads", "resource_api_version"},
-		"envoy.config.core.v3.AggregatedConfigSource":                                                     {},
-		"envoy.extensions.filters.http.router.v3.Router":                                                  {},
+		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": {"subject", "uri", "dns"},
+		"envoy.extensions.filters.network.http_connection_manager.v3.Rds":                                               {"config_source", "route_config_name"},
+		"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                                        {"name", "typed_config"},
+		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig":               {"upgrade_type", "enabled"},
+		"envoy.config.core.v3.HttpProtocolOptions":                                                                      {"idle_timeout", "max_headers_count"},
+		"envoy.config.core.v3.Http1ProtocolOptions":                                                                     {},
+		"envoy.config.core.v3.Http2ProtocolOptions":                                                                     {},
+		"envoy.config.core.v3.ConfigSource":                                                                             {"ads", "resource_api_version"},
+		"envoy.config.core.v3.AggregatedConfigSource":                                                                   {},
+		"envoy.extensions.filters.http.router.v3.Router":                                                                {},
 	}
 	sets := []fieldcheck.Rules{r, route.Rules()}
 	for _, k := range filterKinds() {

@@ -73,6 +73,8 @@ type stream struct {
 	hash      uint64
 	hashOK    bool
 	setCookie string
+	// peer is the downstream TLS peer (nil: plaintext).
+	peer *downstreamPeer
 }
 
 func (st *stream) timeoutText(d time.Duration) string {
@@ -89,6 +91,7 @@ func newStream(h *Handler, ctx context.Context, nc net.Conn) *stream {
 		st.localAddr = nc.LocalAddr().String()
 		st.origDst = st.localAddr
 		st.remIP, _, _ = net.SplitHostPort(st.remote)
+		st.peer = peerOf(nc)
 	}
 	st.env = route.Env{DownstreamRemoteAddress: st.remote, DownstreamRemoteAddressWithoutPort: st.remIP, DownstreamLocalAddress: st.localAddr, Hostname: hostname}
 	return st
@@ -107,6 +110,9 @@ func (st *stream) serve(req *request, rw responder) bool {
 	info.Path = req.r.Path
 	info.Authority = req.r.Authority
 	info.Downstream = st.remote
+	if st.peer.mutual() {
+		info.PeerPrincipal = st.peer.conn.PeerPrincipal
+	}
 	info.UserAgent, _ = req.r.Headers.Get("user-agent")
 	info.GRPC = req.grpc
 	if req.http2 {
@@ -175,6 +181,7 @@ func (st *stream) serve(req *request, rw responder) bool {
 	} else {
 		hdrs.SetIfAbsent("x-forwarded-proto", req.r.Scheme)
 	}
+	h.cfg.applyXFCC(hdrs, st.peer)
 	// As sent upstream, which is what Envoy's %REQ(X-FORWARDED-FOR)% logs.
 	info.ForwardedFor, _ = hdrs.Get("x-forwarded-for")
 	timeout := rt.Timeouts().Request

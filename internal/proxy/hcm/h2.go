@@ -63,6 +63,7 @@ func (s *h2State) goAwayAll() {
 type downConn struct {
 	nc                   net.Conn
 	remote, remIP, local string
+	peer                 *downstreamPeer
 }
 
 // prefixConn replays bytes already buffered by the HTTP/1.1 reader.
@@ -93,7 +94,7 @@ func (h *Handler) serveH2(ctx context.Context, nc net.Conn, br *bufio.Reader, tc
 		}
 	}
 	h.env.Conns.mu.Unlock()
-	dc := &downConn{nc: nc, remote: nc.RemoteAddr().String(), local: nc.LocalAddr().String()}
+	dc := &downConn{nc: nc, remote: nc.RemoteAddr().String(), local: nc.LocalAddr().String(), peer: peerOf(nc)}
 	dc.remIP, _, _ = net.SplitHostPort(dc.remote)
 	s.srv.ServeConn(conn, &http2.ServeConnOpts{
 		Context:    ctx,
@@ -123,10 +124,12 @@ func (h *Handler) serveH2Request(w http.ResponseWriter, r *http.Request, dc *dow
 	st, _ := h.streams.Get().(*stream)
 	if st == nil {
 		st = newStream(h, r.Context(), dc.nc)
+		st.peer = dc.peer
 	} else {
 		// A recycled stream may have served another connection.
 		st.ctx = r.Context()
 		st.remote, st.remIP, st.localAddr, st.origDst = dc.remote, dc.remIP, dc.local, dc.local
+		st.peer = dc.peer
 		st.env.DownstreamRemoteAddress = dc.remote
 		st.env.DownstreamRemoteAddressWithoutPort = dc.remIP
 		st.env.DownstreamLocalAddress = dc.local

@@ -70,6 +70,7 @@ func poolFor(c *cluster.Cluster, host *cluster.Host) *upstream.Pool {
 		return p
 	}
 	p := upstream.NewPool(host.Addr, c.ConnectTimeout)
+	p.TLS = host.TLS
 	if !host.Pool.CompareAndSwap(nil, p) {
 		return host.Pool.Load().(*upstream.Pool)
 	}
@@ -81,7 +82,7 @@ func h2For(c *cluster.Cluster, host *cluster.Host) *upstream.H2 {
 	if p, ok := host.Pool.Load().(*upstream.H2); ok {
 		return p
 	}
-	p := upstream.NewH2(host.Addr, c.ConnectTimeout)
+	p := upstream.NewH2(host.Addr, c.ConnectTimeout, host.TLS)
 	if !host.Pool.CompareAndSwap(nil, p) {
 		if p2, ok := host.Pool.Load().(*upstream.H2); ok {
 			return p2

@@ -21,12 +21,16 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/hcm"
 	"github.com/amime-mesh/amime/internal/proxy/tcpproxy"
+	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 )
 
 const (
@@ -45,6 +49,9 @@ type Deps struct {
 	HCM      *hcm.Env
 	Clusters tcpproxy.ClusterSource
 	Log      *slog.Logger
+	// Secrets resolve SDS secret names of TLS transport sockets; nil when
+	// the proxy has no workload identity.
+	Secrets tlsctx.Secrets
 }
 
 // Compiled is a validated listener configuration.
@@ -57,6 +64,7 @@ type Compiled struct {
 	chains        []*chain
 	defaultChain  *chain
 	httpInspector bool
+	tlsInspector  bool
 	// filterTimeout bounds the listener filters (listener_filters_timeout,
 	// 15s by default, 0 for none); when it fires the connection is closed
 	// unless continueOnTimeout.
@@ -66,12 +74,15 @@ type Compiled struct {
 }
 
 type chain struct {
-	name      string
-	ports     map[uint32]bool // destination_port (one value in Envoy; a set here)
-	prefixes  []netip.Prefix
-	appProtos map[string]bool
-	transport string
-	handler   ConnHandler
+	name        string
+	ports       map[uint32]bool // destination_port (one value in Envoy; a set here)
+	prefixes    []netip.Prefix
+	serverNames []string // exact names and "*.suffix" wildcards
+	appProtos   map[string]bool
+	transport   string
+	// tls terminates TLS before the network filter (nil: none).
+	tls     *tlsctx.Server
+	handler ConnHandler
 }
 
 // Rules lists the Listener fields amime implements (the network filters'
@@ -80,8 +91,8 @@ func Rules() fieldcheck.Rules {
 	return fieldcheck.Merge(fieldcheck.Rules{
 		"envoy.config.listener.v3.Listener": {"name", "address", "stat_prefix", "filter_chains", "default_filter_chain",
 			"listener_filters", "traffic_direction", "metadata", "bind_to_port", "listener_filters_timeout", "continue_on_listener_filters_timeout"},
-		"envoy.config.listener.v3.FilterChain":                              {"filter_chain_match", "filters", "name", "metadata"},
-		"envoy.config.listener.v3.FilterChainMatch":                         {"destination_port", "prefix_ranges", "transport_protocol", "application_protocols"},
+		"envoy.config.listener.v3.FilterChain":                              {"filter_chain_match", "filters", "name", "metadata", "transport_socket"},
+		"envoy.config.listener.v3.FilterChainMatch":                         {"destination_port", "prefix_ranges", "server_names", "transport_protocol", "application_protocols"},
 		"envoy.config.listener.v3.Filter":                                   {"name", "typed_config"},
 		"envoy.config.listener.v3.ListenerFilter":                           {"name", "typed_config"},
 		"envoy.config.core.v3.CidrRange":                                    {"address_prefix", "prefix_len"},
@@ -89,7 +100,8 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.core.v3.SocketAddress":                                {"protocol", "address", "port_value"},
 		"envoy.config.core.v3.Metadata":                                     {fieldcheck.All},
 		"envoy.extensions.filters.listener.http_inspector.v3.HttpInspector": {},
-	}, hcm.Rules(), tcpproxy.Rules())
+		"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":   {},
+	}, hcm.Rules(), tcpproxy.Rules(), tlsctx.Rules())
 }
 
 // Compile validates a listener and builds its filter chains.
@@ -123,6 +135,8 @@ func Compile(l *listenerv3.Listener, deps *Deps) (*Compiled, error) {
 		switch lf.GetTypedConfig().GetTypeUrl() {
 		case httpInspectorType:
 			c.httpInspector = true
+		case tlsctx.InspectorTypeURL:
+			c.tlsInspector = true
 		default:
 			return nil, fmt.Errorf("listener_filters[%d]: type %q is not supported by amime", i, lf.GetTypedConfig().GetTypeUrl())
 		}
@@ -171,12 +185,35 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 	}
 	switch ch.transport {
 	case "", "raw_buffer":
+	case "tls":
+		if !l.tlsInspector {
+			return nil, fmt.Errorf("filter_chain_match.transport_protocol: \"tls\" needs the envoy.filters.listener.tls_inspector listener filter")
+		}
 	default:
-		return nil, fmt.Errorf("filter_chain_match.transport_protocol: %q is not supported by amime yet", ch.transport)
+		return nil, fmt.Errorf("filter_chain_match.transport_protocol: %q is not supported by amime (want raw_buffer or tls)", ch.transport)
+	}
+	for i, n := range m.GetServerNames() {
+		if !l.tlsInspector {
+			return nil, fmt.Errorf("filter_chain_match.server_names: needs the envoy.filters.listener.tls_inspector listener filter")
+		}
+		if n == "" || (strings.Contains(n, "*") && !strings.HasPrefix(n, "*.")) || strings.Count(n, "*") > 1 {
+			return nil, fmt.Errorf("filter_chain_match.server_names[%d]: %q is not a host name or *.suffix wildcard", i, n)
+		}
+		ch.serverNames = append(ch.serverNames, strings.ToLower(n))
+	}
+	if ts := fc.GetTransportSocket(); !tlsctx.IsRawBuffer(ts) {
+		if ts.GetTypedConfig().GetTypeUrl() != tlsctx.DownstreamTypeURL {
+			return nil, fmt.Errorf("transport_socket.typed_config: type %q is not supported by amime", ts.GetTypedConfig().GetTypeUrl())
+		}
+		srv, err := tlsctx.CompileDownstream(ts.GetTypedConfig(), deps.Secrets)
+		if err != nil {
+			return nil, fmt.Errorf("transport_socket.%w", err)
+		}
+		ch.tls = srv
 	}
 	if len(m.GetApplicationProtocols()) > 0 {
-		if !l.httpInspector {
-			return nil, fmt.Errorf("filter_chain_match.application_protocols: needs the envoy.filters.listener.http_inspector listener filter")
+		if !l.httpInspector && !l.tlsInspector {
+			return nil, fmt.Errorf("filter_chain_match.application_protocols: needs the envoy.filters.listener.http_inspector or tls_inspector listener filter")
 		}
 		ch.appProtos = map[string]bool{}
 		for _, p := range m.GetApplicationProtocols() {
@@ -218,11 +255,19 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 	return ch, nil
 }
 
+// connInfo is what the listener filters learned about a connection.
+type connInfo struct {
+	transport string   // "raw_buffer" or "tls"
+	sni       string   // lower case
+	appProtos []string // TLS ALPN offers, or the HTTP inspector's answer
+}
+
 // match picks a filter chain with Envoy's precedence: destination port,
-// then destination IP (longest prefix), then transport protocol, then
-// application protocol; at each step a chain with the criterion set beats
-// one without it, and there is no going back to a less specific chain.
-func (c *Compiled) match(dst netip.AddrPort, appProto string) *chain {
+// then destination IP (longest prefix), then server name (exact before
+// the longest wildcard), then transport protocol, then application
+// protocol; at each step a chain with the criterion set beats one without
+// it, and there is no going back to a less specific chain.
+func (c *Compiled) match(dst netip.AddrPort, ci connInfo) *chain {
 	best := c.selectBy(c.chains, func(ch *chain) (bool, bool) {
 		if ch.ports == nil {
 			return true, false
@@ -230,18 +275,23 @@ func (c *Compiled) match(dst netip.AddrPort, appProto string) *chain {
 		return ch.ports[uint32(dst.Port())], true
 	})
 	best = c.selectPrefix(best, dst.Addr())
+	best = selectServerName(best, ci.sni)
 	best = c.selectBy(best, func(ch *chain) (bool, bool) {
-		// With no TLS inspector every connection is "raw_buffer".
 		if ch.transport == "" {
 			return true, false
 		}
-		return ch.transport == "raw_buffer", true
+		return ch.transport == ci.transport, true
 	})
 	best = c.selectBy(best, func(ch *chain) (bool, bool) {
 		if ch.appProtos == nil {
 			return true, false
 		}
-		return ch.appProtos[appProto], true
+		for _, p := range ci.appProtos {
+			if ch.appProtos[p] {
+				return true, true
+			}
+		}
+		return false, true
 	})
 	if len(best) > 0 {
 		return best[0]
@@ -266,6 +316,39 @@ func (c *Compiled) selectBy(in []*chain, f func(*chain) (match, specific bool)) 
 		return specific
 	}
 	return generic
+}
+
+// selectServerName keeps the chains whose server_names match sni best: an
+// exact name, else the longest matching wildcard, else those without
+// server_names.
+func selectServerName(in []*chain, sni string) []*chain {
+	bestLen := -1 // -1: no server_names; len+1 for wildcards; 1<<20 exact
+	var out []*chain
+	for _, ch := range in {
+		l := -1
+		if ch.serverNames != nil {
+			l = -2
+			for _, n := range ch.serverNames {
+				switch {
+				case n == sni:
+					l = 1 << 20
+				case strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:]) && len(sni) > len(n)-1:
+					l = max(l, len(n))
+				}
+			}
+			if l == -2 {
+				continue
+			}
+		}
+		switch {
+		case l > bestLen:
+			bestLen = l
+			out = []*chain{ch}
+		case l == bestLen:
+			out = append(out, ch)
+		}
+	}
+	return out
 }
 
 func (c *Compiled) selectPrefix(in []*chain, ip netip.Addr) []*chain {
@@ -297,6 +380,11 @@ func (c *Compiled) selectPrefix(in []*chain, ip netip.Addr) []*chain {
 	}
 	return out
 }
+
+// handshakeTimeout bounds a downstream TLS handshake (Envoy's
+// transport_socket_connect_timeout has no default; a peer must not hold a
+// connection slot forever).
+const handshakeTimeout = 10 * time.Second
 
 // Listener is a live listening socket whose configuration can be swapped.
 type Listener struct {
@@ -378,12 +466,34 @@ func (l *Listener) serveConn(ctx context.Context, nc net.Conn) {
 	c := l.cfg.Load()
 	dst, _ := netip.ParseAddrPort(nc.LocalAddr().String())
 	conn := nc
-	appProto := ""
-	if c.httpInspector {
+	ci := connInfo{transport: "raw_buffer"}
+	if c.tlsInspector {
 		if c.filterTimeout > 0 {
 			_ = nc.SetReadDeadline(time.Now().Add(c.filterTimeout))
 		}
-		proto, seen, err := inspectHTTP(nc)
+		hello, seen, err := tlsctx.Inspect(nc)
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ne) && ne.Timeout() && c.continueOnTimeout:
+		default:
+			l.log.Debug("tls_inspector: connection closed", "listener", c.Name, "err", err)
+			_ = nc.Close()
+			return
+		}
+		_ = nc.SetReadDeadline(time.Time{})
+		if hello.TLS {
+			ci = connInfo{transport: "tls", sni: strings.ToLower(hello.SNI), appProtos: hello.ALPN}
+		}
+		if len(seen) > 0 {
+			conn = &peekedConn{Conn: nc, buf: seen}
+		}
+	}
+	if c.httpInspector && ci.transport == "raw_buffer" {
+		if c.filterTimeout > 0 {
+			_ = nc.SetReadDeadline(time.Now().Add(c.filterTimeout))
+		}
+		proto, seen, err := inspectHTTP(conn)
 		var ne net.Error
 		switch {
 		case err == nil:
@@ -397,16 +507,29 @@ func (l *Listener) serveConn(ctx context.Context, nc net.Conn) {
 			return
 		}
 		_ = nc.SetReadDeadline(time.Time{})
-		appProto = proto
+		if proto != "" {
+			ci.appProtos = []string{proto}
+		}
 		if len(seen) > 0 {
 			conn = &peekedConn{Conn: nc, buf: seen}
 		}
 	}
-	ch := c.match(dst, appProto)
+	ch := c.match(dst, ci)
 	if ch == nil {
-		l.log.Debug("no filter chain matched", "listener", c.Name, "dst", dst)
+		l.log.Debug("no filter chain matched", "listener", c.Name, "dst", dst, "transport", ci.transport, "sni", ci.sni)
 		_ = nc.Close()
 		return
+	}
+	if ch.tls != nil {
+		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		tc, err := ch.tls.Handshake(hctx, conn)
+		cancel()
+		if err != nil {
+			l.log.Debug("downstream TLS handshake failed", "listener", c.Name, "chain", ch.name, "remote", nc.RemoteAddr(), "err", err)
+			_ = nc.Close()
+			return
+		}
+		conn = tc
 	}
 	ch.handler.ServeConn(ctx, conn)
 }

@@ -92,8 +92,8 @@ func TestCompileErrors(t *testing.T) {
 		{"no name", with(func(l *listenerv3.Listener) { l.Name = "" }), "name: must not be empty"},
 		{"unsupported listener filter", with(func(l *listenerv3.Listener) {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "tls", ConfigType: &listenerv3.ListenerFilter_TypedConfig{
-				TypedConfig: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}}}
-		}), `listener_filters[0].typed_config: type "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" is not supported by amime`},
+				TypedConfig: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}}}
+		}), `listener_filters[0].typed_config: type "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst" is not supported by amime`},
 		{"listener filter without config", with(func(l *listenerv3.Listener) {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.http_inspector"}}
 		}), `listener_filters[0]: type "" is not supported by amime`},
@@ -101,9 +101,11 @@ func TestCompileErrors(t *testing.T) {
 			"listener_filters_timeout: must be a non-negative duration"},
 		{"no filter chain", lis(), "filter_chains: at least one filter chain is required"},
 		{"tls transport", lis(fc("a", &listenerv3.FilterChainMatch{TransportProtocol: "tls"})),
-			`filter_chains[0].filter_chain_match.transport_protocol: "tls" is not supported by amime yet`},
+			`filter_chains[0].filter_chain_match.transport_protocol: "tls" needs the envoy.filters.listener.tls_inspector listener filter`},
+		{"unknown transport", lis(fc("a", &listenerv3.FilterChainMatch{TransportProtocol: "quic"})),
+			`filter_chains[0].filter_chain_match.transport_protocol: "quic" is not supported by amime (want raw_buffer or tls)`},
 		{"application protocols without inspector", lis(fc("a", &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"h2c"}})),
-			"filter_chains[0].filter_chain_match.application_protocols: needs the envoy.filters.listener.http_inspector listener filter"},
+			"filter_chains[0].filter_chain_match.application_protocols: needs the envoy.filters.listener.http_inspector or tls_inspector listener filter"},
 		{"bad prefix", lis(fc("a", &listenerv3.FilterChainMatch{PrefixRanges: []*corev3.CidrRange{{AddressPrefix: "10.0.0.0/8"}}})),
 			`filter_chains[0].filter_chain_match.prefix_ranges[0].address_prefix: ParseAddr("10.0.0.0/8"): unexpected character (at "/8")`},
 		{"prefix length above 128", lis(fc("a", &listenerv3.FilterChainMatch{PrefixRanges: []*corev3.CidrRange{{AddressPrefix: "::", PrefixLen: wrapperspb.UInt32(129)}}})),
@@ -242,7 +244,11 @@ func TestMatch(t *testing.T) {
 			}
 			for _, p := range tc.probes {
 				got := ""
-				if ch := c.match(netip.MustParseAddrPort(p.dst), p.proto); ch != nil {
+				ci := connInfo{transport: "raw_buffer"}
+				if p.proto != "" {
+					ci.appProtos = []string{p.proto}
+				}
+				if ch := c.match(netip.MustParseAddrPort(p.dst), ci); ch != nil {
 					got = ch.name
 				}
 				if got != p.want {

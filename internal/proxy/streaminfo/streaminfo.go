@@ -101,6 +101,9 @@ type Info struct {
 	ForwardedFor string // x-forwarded-for as sent upstream
 	GRPC         bool   // content-type is application/grpc…: request_protocol "grpc"
 	GRPCStatus   string // the response's grpc-status (headers or trailers), "" if none
+	// PeerPrincipal is the downstream mTLS peer's identity ("" without a
+	// client certificate).
+	PeerPrincipal string
 }
 
 // Reset clears the record for the next request.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/amime-mesh/amime/internal/proxy/cluster"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/upstream"
 )
 
 // ClusterSource looks up clusters.
@@ -128,8 +129,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 		h.log.Debug("tcp_proxy: no healthy upstream", "cluster", name, "flags", "UH")
 		return
 	}
-	d := net.Dialer{Timeout: c.ConnectTimeout}
-	up, err := d.DialContext(ctx, "tcp", host.Addr)
+	up, err := upstream.Dial(ctx, host.Addr, c.ConnectTimeout, host.TLS, nil)
 	if err != nil {
 		h.log.Debug("tcp_proxy: connect failed", "cluster", name, "host", host.Addr, "flags", "UF", "err", err)
 		return

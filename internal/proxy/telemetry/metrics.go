@@ -31,6 +31,8 @@ type seriesKey struct {
 	flags      streaminfo.Flags
 	grpc       bool
 	grpcStatus string
+	// peer is the downstream mTLS peer's principal ("" for plaintext).
+	peer string
 }
 
 // series holds one label set's resolved handles, so recording a request
@@ -86,7 +88,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 
 // Record adds one finished request.
 func (m *Metrics) Record(info *streaminfo.Info) {
-	k := seriesKey{cluster: info.Cluster, code: info.ResponseCode, flags: info.Flags, grpc: info.GRPC, grpcStatus: info.GRPCStatus}
+	k := seriesKey{cluster: info.Cluster, code: info.ResponseCode, flags: info.Flags, grpc: info.GRPC, grpcStatus: info.GRPCStatus, peer: info.PeerPrincipal}
 	s := (*m.series.Load())[k]
 	if s == nil {
 		s = m.add(k)
@@ -114,6 +116,7 @@ func (m *Metrics) add(k seriesKey) *series {
 	}
 	k.cluster = strings.Clone(k.cluster)
 	k.grpcStatus = strings.Clone(k.grpcStatus)
+	k.peer = strings.Clone(k.peer)
 	base := m.clusters[k.cluster]
 	if base == nil {
 		v := clusterLabels(m.self, k.cluster)
@@ -128,6 +131,11 @@ func (m *Metrics) add(k seriesKey) *series {
 	v[lResponseCode] = strconv.Itoa(k.code)
 	v[lGRPCStatus] = k.grpcStatus
 	v[lResponseFlags] = k.flags.String()
+	if k.peer != "" && v[lReporter] == "destination" {
+		v[lSecurityPolicy] = "mutual_tls"
+		v[lSrcPrincipal] = k.peer
+		v[lDstPrincipal] = first(m.self.Principal, unknown)
+	}
 	vals := v[:]
 	s := &series{
 		requests: m.requests.WithLabelValues(vals...),

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/amime-mesh/amime/internal/proxy/http1"
+	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 )
 
 // bufSize is the per-connection read and write buffer size: large enough
@@ -65,6 +66,8 @@ type Pool struct {
 	Addr           string
 	ConnectTimeout time.Duration
 	MaxIdle        int
+	// TLS, when set, runs a TLS handshake on each new connection.
+	TLS *tlsctx.Client
 
 	mu     sync.Mutex
 	idle   []*Conn
@@ -107,17 +110,38 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 }
 
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
-	d := net.Dialer{Timeout: p.ConnectTimeout}
-	nc, err := d.DialContext(ctx, "tcp", p.Addr)
+	nc, err := Dial(ctx, p.Addr, p.ConnectTimeout, p.TLS, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrConnect, p.Addr, err)
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
+		return nil, err
 	}
 	p.Open.Add(1)
 	p.Created.Add(1)
 	return &Conn{nc: nc, R: bufio.NewReaderSize(nc, bufSize), W: bufio.NewWriterSize(nc, bufSize), pool: p}, nil
+}
+
+// Dial connects to addr within timeout and, with tc, runs the TLS
+// handshake (offering alpn instead of the configured protocols when not
+// nil). Failures wrap ErrConnect (Envoy's UF); a TLS failure says so.
+func Dial(ctx context.Context, addr string, timeout time.Duration, tc *tlsctx.Client, alpn []string) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConnect, addr, err)
+	}
+	if t, ok := nc.(*net.TCPConn); ok {
+		_ = t.SetNoDelay(true)
+	}
+	if tc == nil {
+		return nc, nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tlsConn, err := tc.Handshake(hctx, nc, alpn)
+	if err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("%w: %s: TLS error: %w", ErrConnect, addr, err)
+	}
+	return tlsConn, nil
 }
 
 // Put returns a connection whose last response was read to its end and

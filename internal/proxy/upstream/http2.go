@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 )
 
 // H2 is an HTTP/2 cleartext (h2c) client of one upstream host. Streams
@@ -17,8 +19,9 @@ type H2 struct {
 	t    *http2.Transport
 }
 
-// NewH2 returns an h2c client for addr.
-func NewH2(addr string, connectTimeout time.Duration) *H2 {
+// NewH2 returns an HTTP/2 client for addr: h2c, or HTTP/2 over TLS with
+// tc (prior knowledge either way, as Envoy's explicit HTTP/2 upstreams).
+func NewH2(addr string, connectTimeout time.Duration, tc *tlsctx.Client) *H2 {
 	return &H2{
 		Addr: addr,
 		t: &http2.Transport{
@@ -27,9 +30,8 @@ func NewH2(addr string, connectTimeout time.Duration) *H2 {
 			// transport would ask for gzip on requests that did not, and
 			// decompress the answer.
 			DisableCompression: true,
-			DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
-				d := net.Dialer{Timeout: connectTimeout}
-				return d.DialContext(ctx, network, a)
+			DialTLSContext: func(ctx context.Context, _, a string, _ *tls.Config) (net.Conn, error) {
+				return Dial(ctx, a, connectTimeout, tc, nil)
 			},
 			// Detect dead connections: ping after 30 s without frames.
 			ReadIdleTimeout: 30 * time.Second,

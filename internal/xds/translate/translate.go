@@ -110,6 +110,11 @@ type Proxy struct {
 	Inbound  []InboundPort
 	Outbound Outbound
 	Mesh     Mesh
+	// MTLS: the proxy holds a workload certificate (SDS secrets "default"
+	// and "ROOTCA"). Its inbound side then applies PeerAuthentication and
+	// its clusters originate mTLS to endpoints that have a sidecar (auto
+	// mTLS); without one it is plaintext both ways.
+	MTLS bool
 }
 
 // InboundPort is one port of the proxy's workload.
