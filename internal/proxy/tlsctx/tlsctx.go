@@ -68,7 +68,8 @@ func Rules() fieldcheck.Rules {
 		"envoy.extensions.transport_sockets.tls.v3.TlsCertificate":                                        {"certificate_chain", "private_key"},
 		"envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig":                                       {"name", "sds_config"},
 		"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": {"trusted_ca", "match_typed_subject_alt_names",
-			"match_subject_alt_names", "trust_chain_verification"},
+			"match_subject_alt_names", "trust_chain_verification", "system_root_certs"},
+		"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts": {},
 		"envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher":             {"san_type", "matcher"},
 		"envoy.type.matcher.v3.StringMatcher":                                         {"exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"},
 		"envoy.type.matcher.v3.RegexMatcher":                                          {"google_re2", "regex"},
@@ -98,6 +99,7 @@ type common struct {
 	// Validation: verify is false without a validation context.
 	verify      bool
 	roots       *x509.CertPool
+	systemRoots bool // verify against the host's trust store
 	rootsSDS    string
 	sans        []sanMatcher
 	acceptChain bool // trust_chain_verification ACCEPT_UNTRUSTED
@@ -207,6 +209,12 @@ func (c *common) compileValidation(vc *tlsv3.CertificateValidationContext) error
 			return errors.New("trusted_ca: no PEM certificate found")
 		}
 	}
+	if vc.GetSystemRootCerts() != nil {
+		if c.roots != nil || c.rootsSDS != "" {
+			return errors.New("system_root_certs: cannot be combined with trusted_ca or an SDS validation context")
+		}
+		c.systemRoots = true
+	}
 	for i, m := range vc.GetMatchTypedSubjectAltNames() {
 		sm, err := compileString(m.GetMatcher())
 		if err != nil {
@@ -228,8 +236,8 @@ func (c *common) compileValidation(vc *tlsv3.CertificateValidationContext) error
 		c.sans = append(c.sans, sanMatcher{m: sm})
 	}
 	c.acceptChain = vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
-	if c.roots == nil && c.rootsSDS == "" && !c.acceptChain {
-		return errors.New("trusted_ca: required to verify the peer (or set trust_chain_verification ACCEPT_UNTRUSTED)")
+	if c.roots == nil && c.rootsSDS == "" && !c.systemRoots && !c.acceptChain {
+		return errors.New("trusted_ca: required to verify the peer (or system_root_certs, or trust_chain_verification ACCEPT_UNTRUSTED)")
 	}
 	return nil
 }
@@ -443,7 +451,7 @@ func (c *common) verifyPeer(cs tls.ConnectionState) error {
 	}
 	leaf := cs.PeerCertificates[0]
 	if !c.acceptChain {
-		roots := c.roots
+		roots := c.roots // nil with systemRoots: x509 uses the host's store
 		if c.rootsSDS != "" {
 			var err error
 			if roots, err = c.secrets.Roots(c.rootsSDS); err != nil {

@@ -227,7 +227,7 @@ func TestCompileErrors(t *testing.T) {
 			"minimum protocol version is above the maximum"},
 		{"server without certificate", &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{}}, nil, "a server certificate is required"},
 		{"validation without CA", &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
-			ValidationContext: &tlsv3.CertificateValidationContext{}}}}, nil, "validation_context.trusted_ca: required"},
+			ValidationContext: &tlsv3.CertificateValidationContext{}}}}, nil, "validation_context.trusted_ca: required to verify the peer (or system_root_certs"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -179,6 +179,9 @@ func (b *builder) outboundCluster(svc *registry.Service, meta *structpb.Value, p
 			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: copyAny(http2Options)}
 		}
 		applyResilience(c, dr, subset, port.Number)
+		if !b.upstreamTLS(c, svc, dr, subset, port, eps) {
+			return
+		}
 	}
 	b.res.Clusters = append(b.res.Clusters, c)
 }
@@ -474,17 +477,8 @@ func (b *builder) checkPolicy(dr *drEntry, path string, tp *networking.TrafficPo
 	if tp == nil {
 		return
 	}
-	type portPolicy interface {
-		GetLoadBalancer() *networking.LoadBalancerSettings
-		GetConnectionPool() *networking.ConnectionPoolSettings
-		GetOutlierDetection() *networking.OutlierDetection
-		GetTls() *networking.ClientTLSSettings
-	}
-	check := func(path string, p portPolicy) {
+	check := func(path string, p policyPart) {
 		b.checkResilience(dr, path, p.GetConnectionPool(), p.GetOutlierDetection())
-		if p.GetTls() != nil {
-			b.warnf(dr.obj, "%s.tls: not translated: the proxy has no upstream TLS yet", path)
-		}
 		lb := p.GetLoadBalancer()
 		switch {
 		case lb.GetConsistentHash() != nil && b.proxy.Type == GRPC:

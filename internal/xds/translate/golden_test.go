@@ -2,7 +2,10 @@ package translate
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -55,6 +58,8 @@ type testProxy struct {
 		BindIP    string `json:"bindIP"`
 	} `json:"outbound"`
 	RegistryOnly bool `json:"registryOnly"`
+	// MTLS: the proxy holds a workload certificate.
+	MTLS bool `json:"mtls"`
 	// Unhealthy lists WorkloadEntries ("namespace/name") whose heartbeats
 	// stopped.
 	Unhealthy []string `json:"unhealthy"`
@@ -129,6 +134,12 @@ func loadCase(t testing.TB, path string) testCase {
 			tc.in.DestinationRules = append(tc.in.DestinationRules, o)
 		case config.Gateway:
 			tc.in.Gateways = append(tc.in.Gateways, o)
+		case config.PeerAuthentication:
+			tc.in.PeerAuthentications = append(tc.in.PeerAuthentications, o)
+		case config.AuthorizationPolicy:
+			tc.in.AuthorizationPolicies = append(tc.in.AuthorizationPolicies, o)
+		case config.RequestAuthentication:
+			tc.in.RequestAuthentications = append(tc.in.RequestAuthentications, o)
 		default:
 			t.Fatalf("%s: kind %s is not an input of the translator", path, kind.Kind)
 		}
@@ -142,7 +153,7 @@ func loadCase(t testing.TB, path string) testCase {
 	}
 	tc.in.Registry = registry.Build(ses, wes, healthFunc(func(k config.Key) bool { return !unhealthy[k.Namespace+"/"+k.Name] }))
 	p := Proxy{ID: tp.ID, Namespace: tp.Namespace, Labels: tp.Labels, IPs: tp.IPs, ServiceAccount: tp.ServiceAccount,
-		Outbound: Outbound{HTTPProxy: tp.Outbound.HTTPProxy, BindIP: tp.Outbound.BindIP}}
+		Outbound: Outbound{HTTPProxy: tp.Outbound.HTTPProxy, BindIP: tp.Outbound.BindIP}, MTLS: tp.MTLS}
 	switch tp.Type {
 	case "router":
 		p.Type = Router
@@ -260,6 +271,8 @@ func reversed[T any](in []T) []T {
 
 // checkProxyAccepts runs what the amime proxy runs before applying a
 // configuration, so the control plane never emits what it would NACK.
+// SDS secret names compile against a proxy with an identity (noSecrets):
+// the translator only names them for such proxies.
 func checkProxyAccepts(t *testing.T, r *Resources) {
 	t.Helper()
 	rules := proxy.Rules()
@@ -284,7 +297,7 @@ func checkProxyAccepts(t *testing.T, r *Resources) {
 	}
 	for _, l := range r.Listeners {
 		check("listener", l.GetName(), l)
-		c, err := listener.Compile(l, &listener.Deps{})
+		c, err := listener.Compile(l, &listener.Deps{Secrets: noSecrets{}})
 		if err != nil {
 			t.Errorf("listener %q: listener.Compile: %v", l.GetName(), err)
 			continue
@@ -299,7 +312,7 @@ func checkProxyAccepts(t *testing.T, r *Resources) {
 	for _, c := range r.Clusters {
 		check("cluster", c.GetName(), c)
 	}
-	built, err := cluster.Build(r.Clusters)
+	built, err := cluster.BuildWith(r.Clusters, cluster.Options{Secrets: noSecrets{}})
 	if err != nil {
 		t.Errorf("cluster.Build: %v", err)
 	}
@@ -386,3 +399,9 @@ func diffLines(want, got string) string {
 	}
 	return b.String()
 }
+
+// noSecrets stands for a proxy's identity agent at compile time.
+type noSecrets struct{}
+
+func (noSecrets) Certificate(string) (*tls.Certificate, error) { return nil, errors.New("none") }
+func (noSecrets) Roots(string) (*x509.CertPool, error)         { return nil, errors.New("none") }

@@ -355,9 +355,19 @@ func (b *builder) inboundListeners() {
 			continue
 		}
 		cluster := InboundCluster(in.Port)
+		target := in.TargetPort
+		if target == 0 {
+			target = in.Port
+		}
 		if !in.Protocol.IsHTTP() {
 			tp := &tcpv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster}}
-			b.res.Listeners = append(b.res.Listeners, listenerWith(name, ip, port, corev3.TrafficDirection_INBOUND, "envoy.filters.network.tcp_proxy", mustAny(tp)))
+			l := listenerWith(name, ip, port, corev3.TrafficDirection_INBOUND, "envoy.filters.network.tcp_proxy", mustAny(tp))
+			// Authorization runs before the proxying filter.
+			fc := l.FilterChains[0]
+			fc.Filters = append(b.securityNetworkFilters(target), fc.Filters...)
+			if b.inboundChains(l, target, false) {
+				b.res.Listeners = append(b.res.Listeners, l)
+			}
 			continue
 		}
 		// Inline routes, as Istio: the inbound side has nothing to choose.
@@ -382,9 +392,20 @@ func (b *builder) inboundListeners() {
 		m := &hcmv3.HttpConnectionManager{
 			StatPrefix:     statPrefix(corev3.TrafficDirection_INBOUND, ip, port),
 			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
-			HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: copyAny(routerFilter)}}},
+			// Authentication and authorization, then the router.
+			HttpFilters: append(b.securityHTTPFilters(target),
+				&hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: copyAny(routerFilter)}}),
 			UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		}
-		b.res.Listeners = append(b.res.Listeners, listenerWith(name, ip, port, corev3.TrafficDirection_INBOUND, "envoy.filters.network.http_connection_manager", mustAny(m)))
+		if b.proxy.MTLS {
+			// As Istio's inbound: the application learns the caller's
+			// identity from x-forwarded-client-cert.
+			m.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
+			m.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Subject: wrapperspb.Bool(true), Dns: true, Uri: true}
+		}
+		l := listenerWith(name, ip, port, corev3.TrafficDirection_INBOUND, "envoy.filters.network.http_connection_manager", mustAny(m))
+		if b.inboundChains(l, target, true) {
+			b.res.Listeners = append(b.res.Listeners, l)
+		}
 	}
 }

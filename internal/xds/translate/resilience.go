@@ -19,6 +19,7 @@ type policyPart interface {
 	GetLoadBalancer() *networking.LoadBalancerSettings
 	GetConnectionPool() *networking.ConnectionPoolSettings
 	GetOutlierDetection() *networking.OutlierDetection
+	GetTls() *networking.ClientTLSSettings
 }
 
 // effectivePart applies Istio's MergeTrafficPolicy to one part of the

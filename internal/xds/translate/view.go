@@ -93,6 +93,9 @@ func selectorString(sel map[string]string) string {
 func ViewKey(p Proxy, selectors []map[string]string) string {
 	var b strings.Builder
 	b.WriteString(string(rune('0' + p.Type)))
+	if p.MTLS {
+		b.WriteByte('m')
+	}
 	b.WriteByte('|')
 	b.WriteString(p.Namespace)
 	b.WriteByte('|')
@@ -240,9 +243,10 @@ func (sh *Shared) checkRoutes(routes []*routev3.Route) error {
 }
 
 type sharedKey struct {
-	typ ProxyType
-	svc *registry.Service // nil: the catch-all clusters
-	dr  *config.Object
+	typ  ProxyType
+	mtls bool              // clusters of proxies with a certificate originate mTLS
+	svc  *registry.Service // nil: the catch-all clusters
+	dr   *config.Object
 }
 
 type sharedEntry struct {
@@ -259,7 +263,7 @@ func (b *builder) shared(svc *registry.Service, dr *drEntry, build func()) {
 		build()
 		return
 	}
-	key := sharedKey{typ: b.proxy.Type, svc: svc}
+	key := sharedKey{typ: b.proxy.Type, mtls: b.proxy.MTLS, svc: svc}
 	if dr != nil {
 		key.dr = dr.obj
 	}
