@@ -2,10 +2,10 @@ package route
 
 import (
 	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/amime-mesh/amime/internal/proxy/header"
+	"github.com/amime-mesh/amime/internal/proxy/matcher"
 )
 
 type matchKind uint8
@@ -85,13 +85,7 @@ func (m *routeMatch) matchedLen(path string) int {
 }
 
 func hasPrefix(s, prefix string, fold bool) bool {
-	if len(s) < len(prefix) {
-		return false
-	}
-	if fold {
-		return header.EqualFold(s[:len(prefix)], prefix)
-	}
-	return s[:len(prefix)] == prefix
+	return matcher.HasPrefix(s, prefix, fold)
 }
 
 // isGRPC is Envoy's Grpc::Common::isGrpcRequestHeaders: content-type is
@@ -103,14 +97,16 @@ func isGRPC(req *Request) bool {
 	return strings.HasPrefix(ct, g) && (len(ct) == len(g) || ct[len(g)] == '+')
 }
 
-type stringKind uint8
+// The compiled matchers below keep the field layout compile.go fills in;
+// their matching is internal/proxy/matcher's, shared with the filters.
+type stringKind = matcher.StringKind
 
 const (
-	strExact stringKind = iota
-	strPrefix
-	strSuffix
-	strContains
-	strRegex
+	strExact    = matcher.Exact
+	strPrefix   = matcher.Prefix
+	strSuffix   = matcher.Suffix
+	strContains = matcher.Contains
+	strRegex    = matcher.Regex
 )
 
 // stringMatcher is a compiled envoy.type.matcher.v3.StringMatcher.
@@ -122,52 +118,17 @@ type stringMatcher struct {
 }
 
 func (s *stringMatcher) match(v string) bool {
-	switch s.kind {
-	case strExact:
-		if s.ignoreCase {
-			return header.EqualFold(v, s.value)
-		}
-		return v == s.value
-	case strPrefix:
-		return hasPrefix(v, s.value, s.ignoreCase)
-	case strSuffix:
-		if len(v) < len(s.value) {
-			return false
-		}
-		if s.ignoreCase {
-			return header.EqualFold(v[len(v)-len(s.value):], s.value)
-		}
-		return v[len(v)-len(s.value):] == s.value
-	case strContains:
-		if s.ignoreCase {
-			return containsFold(v, s.value)
-		}
-		return strings.Contains(v, s.value)
-	case strRegex:
-		return s.re.MatchString(v)
-	}
-	return false
+	m := matcher.String{Kind: s.kind, Value: s.value, IgnoreCase: s.ignoreCase, Regexp: s.re}
+	return m.Match(v)
 }
 
-// containsFold is an ASCII case-insensitive strings.Contains; sub is lower
-// case. It does not allocate, unlike lower-casing v first.
-func containsFold(v, sub string) bool {
-	n := len(sub)
-	for i := 0; i+n <= len(v); i++ {
-		if header.EqualFold(v[i:i+n], sub) {
-			return true
-		}
-	}
-	return false
-}
-
-type headerKind uint8
+type headerKind = matcher.HeaderKind
 
 const (
-	hdrPresent headerKind = iota
-	hdrLegacyExact
-	hdrRange
-	hdrString
+	hdrPresent     = matcher.HeaderPresent
+	hdrLegacyExact = matcher.HeaderExact
+	hdrRange       = matcher.HeaderRange
+	hdrString      = matcher.HeaderString
 )
 
 // headerMatcher is a compiled HeaderMatcher.
@@ -182,43 +143,16 @@ type headerMatcher struct {
 	missingAsEmpty bool
 }
 
-// match follows Envoy's HeaderUtility: values of a repeated header are
-// joined with ","; present_match compares presence (then inverts); any other
-// matcher fails on a missing header, whatever invert_match says, unless
-// treat_missing_header_as_empty makes it match against "".
+// match follows Envoy's HeaderUtility (see matcher.Header.MatchValue) on
+// the values of the header joined with ",".
 func (h *headerMatcher) match(req *Request) bool {
 	v, ok := h.ref.joined(req)
-	if h.kind == hdrPresent {
-		return (ok == h.present) != h.invert
+	m := matcher.Header{
+		Kind: h.kind, Present: h.present, Exact: h.legacy, Start: h.start, End: h.end,
+		String: matcher.String{Kind: h.str.kind, Value: h.str.value, IgnoreCase: h.str.ignoreCase, Regexp: h.str.re},
+		Invert: h.invert, MissingAsEmpty: h.missingAsEmpty,
 	}
-	if !ok {
-		if !h.missingAsEmpty {
-			return false
-		}
-		v = ""
-	}
-	var m bool
-	switch h.kind {
-	case hdrLegacyExact:
-		m = h.legacy == "" || v == h.legacy
-	case hdrRange:
-		n, ok := atoi64(v)
-		m = ok && n >= h.start && n < h.end
-	case hdrString:
-		m = h.str.match(v)
-	}
-	return m != h.invert
-}
-
-// atoi64 parses like absl::SimpleAtoi: surrounding ASCII whitespace and a
-// leading sign are accepted.
-func atoi64(s string) (int64, bool) {
-	s = strings.Trim(s, " \t\n\v\f\r")
-	if s == "" {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
+	return m.MatchValue(v, ok)
 }
 
 // queryMatcher is a compiled QueryParameterMatcher.
