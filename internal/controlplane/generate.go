@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -181,7 +182,8 @@ func (vs *views) get(cp *ControlPlane, p translate.Proxy, push uint64) (*view, t
 func (vs *views) renew(in translate.Input) {
 	same := vs.built && in.Registry == vs.in.Registry
 	if same && slices.Equal(in.VirtualServices, vs.in.VirtualServices) &&
-		slices.Equal(in.DestinationRules, vs.in.DestinationRules) && slices.Equal(in.Gateways, vs.in.Gateways) {
+		slices.Equal(in.DestinationRules, vs.in.DestinationRules) && slices.Equal(in.Gateways, vs.in.Gateways) &&
+		sameSecurity(securityOf(in), securityOf(vs.in)) && maps.Equal(in.JWKS, vs.in.JWKS) {
 		return
 	}
 	if same {

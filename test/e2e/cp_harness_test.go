@@ -31,12 +31,15 @@ import (
 // cpOpts tunes startControlPlane.
 type cpOpts struct {
 	unhealthyAfter, removeAfter time.Duration // 0 keeps the defaults
+	// secure serves the TLS xDS port and CA (Secure).
+	secure bool
 }
 
 // controlPlane is a running `amime control-plane`.
 type controlPlane struct {
 	*proc
 	XDS, API, DataDir string
+	Secure            string // TLS xDS port, with cpOpts.secure
 	args              []string
 }
 
@@ -54,7 +57,11 @@ func startControlPlane(t *testing.T, o cpOpts) *controlPlane {
 			DataDir: dataDir,
 		}
 		c.args = []string{"control-plane", "--data-dir", dataDir, "--xds-addr", c.XDS, "--api-addr", c.API,
-			"--debounce", "50ms"}
+			"--debounce", "50ms", "--secure-xds-addr", ""}
+		if o.secure {
+			c.Secure = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+			c.args[len(c.args)-1] = c.Secure
+		}
 		if o.unhealthyAfter > 0 {
 			c.args = append(c.args, "--unhealthy-after", o.unhealthyAfter.String())
 		}
@@ -288,7 +295,7 @@ type sidecar struct {
 // startWorkload starts a registered sidecar for app=reviews,version=version
 // in front of app, named name, and waits until it is ready and its
 // WorkloadEntry exists.
-func (c *controlPlane) startWorkload(t *testing.T, name, version string, app *httptest.Server) *sidecar {
+func (c *controlPlane) startWorkload(t *testing.T, name, version string, app *httptest.Server, extra ...string) *sidecar {
 	t.Helper()
 	_, appPort, _ := net.SplitHostPort(app.Listener.Addr().String())
 	s := &sidecar{
@@ -298,11 +305,13 @@ func (c *controlPlane) startWorkload(t *testing.T, name, version string, app *ht
 		Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 	}
 	_, listenPort, _ := net.SplitHostPort(s.Listen)
-	s.proc = startProc(t, name, amimeBin, "proxy", "--xds", c.XDS, "--server", "http://"+c.API,
-		"--node-id", s.ID, "--labels", "app=reviews,version="+version,
-		"--inbound", "http:HTTP:9080:"+listenPort+":"+appPort,
+	args := []string{"proxy", "--xds", c.XDS, "--server", "http://" + c.API,
+		"--node-id", s.ID, "--labels", "app=reviews,version=" + version,
+		"--inbound", "http:HTTP:9080:" + listenPort + ":" + appPort,
 		"--register", "--workload-name", name, "--instance-ip", "127.0.0.1",
-		"--admin-addr", s.Admin, "--drain-duration", "1s")
+		"--admin-addr", s.Admin, "--drain-duration", "1s"}
+	// Later flags win: extra may replace --xds, for instance.
+	s.proc = startProc(t, name, amimeBin, append(args, extra...)...)
 	s.waitLive(t)
 	if err := eventually(10*time.Second, func() error {
 		if r := c.cli(t, "get", "workloadentries", name); r.code != 0 {
@@ -317,15 +326,16 @@ func (c *controlPlane) startWorkload(t *testing.T, name, version string, app *ht
 
 // startClient starts a sidecar without a workload whose HTTP_PROXY
 // listener the tests send requests to.
-func (c *controlPlane) startClient(t *testing.T) *sidecar {
+func (c *controlPlane) startClient(t *testing.T, extra ...string) *sidecar {
 	t.Helper()
 	s := &sidecar{
 		ID:     "sidecar~127.0.0.1~client.default",
 		Admin:  net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 		Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 	}
-	s.proc = startProc(t, "client", amimeBin, "proxy", "--xds", c.XDS, "--server", "http://"+c.API,
-		"--node-id", s.ID, "--http-proxy-addr", s.Listen, "--admin-addr", s.Admin)
+	args := []string{"proxy", "--xds", c.XDS, "--server", "http://" + c.API,
+		"--node-id", s.ID, "--http-proxy-addr", s.Listen, "--admin-addr", s.Admin}
+	s.proc = startProc(t, "client", amimeBin, append(args, extra...)...)
 	s.waitLive(t)
 	return s
 }
@@ -807,4 +817,15 @@ func (o observed) within(t *testing.T, what string, lo, hi time.Duration) {
 	if o.by < lo || o.notBefore > hi {
 		t.Errorf("%s %v after the change, want between %v and %v", what, o, lo.Round(time.Millisecond), hi.Round(time.Millisecond))
 	}
+}
+
+// identity returns the proxy flags of a workload identity: a join token for
+// service account sa (namespace default) and the mesh root, fetched with
+// `amime token create --out-dir`, and the TLS xDS port.
+func (c *controlPlane) identity(t *testing.T, sa string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	c.mustCLI(t, "token", "create", "--sa", sa, "--out-dir", dir)
+	return []string{"--xds", c.Secure, "--token-file", filepath.Join(dir, "token"),
+		"--root-cert", filepath.Join(dir, "root-cert.pem"), "--service-account", sa}
 }

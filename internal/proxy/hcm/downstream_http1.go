@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/amime-mesh/amime/internal/proxy/drain"
 	"io"
 	"net"
 	"strconv"
@@ -27,6 +28,22 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
 	defer stop()
+	// The listener drains this connection when its filter chain changes:
+	// an idle HTTP/1.1 connection closes at once, a busy one after its
+	// response (Connection: close); HTTP/2 gets the drain timeout.
+	stopDrain := drain.From(ctx).AfterFunc(func() {
+		tc.drained.Store(true)
+		h.env.Conns.mu.Lock()
+		h2 := tc.goAway != nil
+		h.env.Conns.mu.Unlock()
+		switch {
+		case h2:
+			time.AfterFunc(h.cfg.DrainTimeout, func() { _ = nc.Close() })
+		case tc.idle.Load():
+			_ = nc.Close()
+		}
+	})
+	defer stopDrain()
 
 	if h.cfg.Codec == 2 { // HTTP2: prior knowledge only
 		h.serveH2(ctx, nc, nil, tc)
@@ -35,13 +52,13 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	br := bufio.NewReaderSize(nc, 16<<10)
 	bw := bufio.NewWriterSize(nc, 16<<10)
 	st := newStream(h, ctx, nc)
-	d := &h1Down{bw: bw, nc: nc, br: br, conns: h.env.Conns}
+	d := &h1Down{bw: bw, nc: nc, br: br, conns: h.env.Conns, tc: tc}
 	var req request
 	var head http1.RequestHead
 	var body http1.BodyReader
 	for {
 		tc.idle.Store(true)
-		if h.env.Conns.Draining() {
+		if h.env.Conns.Draining() || tc.drained.Load() {
 			return
 		}
 		if h.cfg.IdleTimeout > 0 {
@@ -190,6 +207,7 @@ type halfCloser interface{ CloseWrite() error }
 // h1Down writes a response on an HTTP/1.1 downstream connection.
 type h1Down struct {
 	conns     *ConnTracker
+	tc        *trackedConn
 	nc        net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -230,7 +248,7 @@ func (d *h1Down) writeHead(status int, h header.List, bodyLen int64) error {
 			h.Add("content-length", strconv.FormatInt(bodyLen, 10))
 		}
 	}
-	if status != 101 && d.conns.Draining() {
+	if status != 101 && (d.conns.Draining() || d.tc.drained.Load()) {
 		// Envoy closes HTTP/1.1 connections while draining, saying so on
 		// every response so keep-alive clients do not race the close.
 		d.keepAlive = false

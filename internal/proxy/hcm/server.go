@@ -130,6 +130,8 @@ type ConnTracker struct {
 type trackedConn struct {
 	nc   net.Conn
 	idle atomic.Bool
+	// drained: the listener asked this connection to drain.
+	drained atomic.Bool
 	// goAway is called to drain an HTTP/2 connection.
 	goAway func()
 }

@@ -26,7 +26,9 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/amime-mesh/amime/internal/proxy/drain"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/hcm"
 	"github.com/amime-mesh/amime/internal/proxy/tcpproxy"
@@ -83,6 +85,9 @@ type chain struct {
 	// tls terminates TLS before the network filter (nil: none).
 	tls     *tlsctx.Server
 	handler ConnHandler
+	// config is the chain as received: a connection keeps running while
+	// an update leaves its chain unchanged, and is drained otherwise.
+	config *listenerv3.FilterChain
 }
 
 // Rules lists the Listener fields amime implements (the network filters'
@@ -163,7 +168,7 @@ func Compile(l *listenerv3.Listener, deps *Deps) (*Compiled, error) {
 
 func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, error) {
 	m := fc.GetFilterChainMatch()
-	ch := &chain{name: fc.GetName(), transport: m.GetTransportProtocol()}
+	ch := &chain{name: fc.GetName(), transport: m.GetTransportProtocol(), config: fc}
 	if p := m.GetDestinationPort(); p != nil {
 		ch.ports = map[uint32]bool{p.GetValue(): true}
 	}
@@ -396,6 +401,11 @@ type Listener struct {
 	mu     sync.Mutex // guards cancel and closed against Serve starting
 	cancel context.CancelFunc
 	closed atomic.Bool
+
+	// conns are the open connections with their chain, for draining
+	// those whose chain an update changes.
+	connMu sync.Mutex
+	conns  map[*drain.Signal]*chain
 }
 
 // Listen binds the listener's address.
@@ -405,7 +415,7 @@ func Listen(ctx context.Context, c *Compiled, log *slog.Logger) (*Listener, erro
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", c.Name, err)
 	}
-	l := &Listener{ln: ln, log: log}
+	l := &Listener{ln: ln, log: log, conns: map[*drain.Signal]*chain{}}
 	l.cfg.Store(c)
 	return l, nil
 }
@@ -413,9 +423,37 @@ func Listen(ctx context.Context, c *Compiled, log *slog.Logger) (*Listener, erro
 // Addr returns the bound address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// Update swaps the configuration; new connections use it, open ones keep
-// the chain they started with.
-func (l *Listener) Update(c *Compiled) { l.cfg.Store(c) }
+// Update swaps the configuration. New connections use it; open ones keep
+// the chain they started with if the update left that chain as it was,
+// and are drained otherwise, as Envoy drains the connections of a changed
+// filter chain (so a port turning STRICT does not keep serving plaintext
+// connections opened before).
+func (l *Listener) Update(c *Compiled) {
+	l.cfg.Store(c)
+	l.connMu.Lock()
+	defer l.connMu.Unlock()
+	// Many connections share few chains: compare each chain once.
+	kept := map[*chain]bool{}
+	for sig, ch := range l.conns {
+		keep, seen := kept[ch]
+		if !seen {
+			keep = c.hasChain(ch.config)
+			kept[ch] = keep
+		}
+		if !keep {
+			sig.Drain()
+		}
+	}
+}
+
+func (c *Compiled) hasChain(fc *listenerv3.FilterChain) bool {
+	for _, ch := range c.chains {
+		if ch.config == fc || proto.Equal(ch.config, fc) {
+			return true
+		}
+	}
+	return c.defaultChain != nil && (c.defaultChain.config == fc || proto.Equal(c.defaultChain.config, fc))
+}
 
 // Config returns the current configuration.
 func (l *Listener) Config() *Compiled { return l.cfg.Load() }
@@ -520,6 +558,16 @@ func (l *Listener) serveConn(ctx context.Context, nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
+	sig := drain.New()
+	l.connMu.Lock()
+	l.conns[sig] = ch
+	l.connMu.Unlock()
+	defer func() {
+		l.connMu.Lock()
+		delete(l.conns, sig)
+		l.connMu.Unlock()
+	}()
+	ctx = drain.With(ctx, sig)
 	if ch.tls != nil {
 		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 		tc, err := ch.tls.Handshake(hctx, conn)

@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	httpinspv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -31,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/amime-mesh/amime/internal/proxy/cluster"
+	"github.com/amime-mesh/amime/internal/proxy/hcm"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -781,5 +785,80 @@ func TestListenerUpstreamHalfClose(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream never saw the client's EOF")
+	}
+}
+
+// directChain is an HTTP connection manager chain whose only route answers
+// body itself.
+func directChain(t *testing.T, body string) *listenerv3.FilterChain {
+	t.Helper()
+	m := &hcmv3.HttpConnectionManager{
+		StatPrefix: "in",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			VirtualHosts: []*routev3.VirtualHost{{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200,
+					Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}}}},
+			}}}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{
+			TypedConfig: mustAny(&routerv3.Router{})}}},
+	}
+	return &listenerv3.FilterChain{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager",
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(m)}}}}
+}
+
+// TestListenerUpdateDrainsChangedChains: an update that leaves a
+// connection's filter chain as it was keeps the connection; one that
+// changes it drains the connection (an idle HTTP/1.1 connection closes).
+func TestListenerUpdateDrainsChangedChains(t *testing.T) {
+	d := &Deps{Clusters: cluster.NewManager(quietLog()), Log: quietLog(),
+		HCM: &hcm.Env{Clusters: cluster.NewManager(quietLog()), Log: quietLog(), Conns: hcm.NewConnTracker()}}
+	ln, _ := serve(t, lis(directChain(t, "one")), d)
+	c := dial(t, ln.Addr())
+	br := bufio.NewReader(c)
+	get := func() (string, error) {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if body, err := get(); err != nil || body != "one" {
+		t.Fatalf("first request: %q, %v", body, err)
+	}
+	update := func(body string) {
+		t.Helper()
+		next, err := Compile(lis(directChain(t, body)), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Update(next)
+	}
+	update("one") // equal chain, new message
+	if body, err := get(); err != nil || body != "one" {
+		t.Fatalf("after an update that kept the chain: %q, %v (want the same connection to serve)", body, err)
+	}
+	update("two")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle connection on a changed chain: read %d bytes, %v; want it closed", n, err)
+	}
+	c2 := dial(t, ln.Addr())
+	if _, err := io.WriteString(c2, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "two" {
+		t.Errorf("new connection: %q, want two", b)
 	}
 }

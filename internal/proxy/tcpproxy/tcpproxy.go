@@ -17,6 +17,7 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	"github.com/amime-mesh/amime/internal/proxy/cluster"
+	"github.com/amime-mesh/amime/internal/proxy/drain"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/upstream"
 )
@@ -108,6 +109,9 @@ func New(cfg *Config, clusters ClusterSource, log *slog.Logger) *Handler {
 	return &Handler{cfg: cfg, clusters: clusters, log: log}
 }
 
+// DrainGrace is how long a drained TCP connection may live on.
+const DrainGrace = 5 * time.Second
+
 // ServeConn forwards nc to an upstream host until either side closes.
 func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
@@ -139,6 +143,14 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	defer host.Active.Add(-1)
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close(); _ = up.Close() })
 	defer stop()
+	// Drained by a listener update that changed this connection's filter
+	// chain: a byte stream has no boundary to stop at, so it gets a grace
+	// period, then is closed (Envoy's drain for TCP).
+	stopDrain := drain.From(ctx).AfterFunc(func() {
+		t := time.AfterFunc(DrainGrace, func() { _ = nc.Close(); _ = up.Close() })
+		context.AfterFunc(ctx, func() { t.Stop() })
+	})
+	defer stopDrain()
 	pipe(nc, up, h.cfg.IdleTimeout)
 }
 

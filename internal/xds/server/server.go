@@ -154,9 +154,12 @@ func New(opts Options) *Server {
 	return s
 }
 
-// Register serves ADS on g.
+// Register serves ADS on g. Several gRPC servers (the plaintext and the
+// TLS port) share one xDS server, whose stream IDs must be unique.
 func (s *Server) Register(ctx context.Context, g *grpc.Server) {
-	s.xds = serverv3.NewServer(ctx, s.cache, s.callbacks())
+	if s.xds == nil {
+		s.xds = serverv3.NewServer(ctx, s.cache, s.callbacks())
+	}
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
 }
 
