@@ -26,15 +26,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"regexp"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/matcher"
 )
 
 // Name is the transport socket's name.
@@ -216,9 +215,9 @@ func (c *common) compileValidation(vc *tlsv3.CertificateValidationContext) error
 		c.systemRoots = true
 	}
 	for i, m := range vc.GetMatchTypedSubjectAltNames() {
-		sm, err := compileString(m.GetMatcher())
+		sm, err := matcher.NewString(m.GetMatcher(), fmt.Sprintf("match_typed_subject_alt_names[%d].matcher", i))
 		if err != nil {
-			return fmt.Errorf("match_typed_subject_alt_names[%d].matcher.%w", i, err)
+			return err
 		}
 		if m.GetSanType() == tlsv3.SubjectAltNameMatcher_SAN_TYPE_UNSPECIFIED {
 			return fmt.Errorf("match_typed_subject_alt_names[%d].san_type: must be set", i)
@@ -229,9 +228,9 @@ func (c *common) compileValidation(vc *tlsv3.CertificateValidationContext) error
 		c.sans = append(c.sans, sanMatcher{typ: m.GetSanType(), m: sm})
 	}
 	for i, m := range vc.GetMatchSubjectAltNames() {
-		sm, err := compileString(m)
+		sm, err := matcher.NewString(m, fmt.Sprintf("match_subject_alt_names[%d]", i))
 		if err != nil {
-			return fmt.Errorf("match_subject_alt_names[%d].%w", i, err)
+			return err
 		}
 		c.sans = append(c.sans, sanMatcher{m: sm})
 	}
@@ -329,90 +328,37 @@ var boringNames = map[string]uint16{
 	"AES256-SHA":                    tls.TLS_RSA_WITH_AES_256_CBC_SHA,
 }
 
-// stringMatcher is a compiled envoy.type.matcher.v3.StringMatcher.
-type stringMatcher struct {
-	kind       byte // 'e'xact, 'p'refix, 's'uffix, 'c'ontains, 'r'egex
-	value      string
-	ignoreCase bool
-	re         *regexp.Regexp
-}
-
-func compileString(m *matcherv3.StringMatcher) (stringMatcher, error) {
-	sm := stringMatcher{ignoreCase: m.GetIgnoreCase()}
-	switch p := m.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		sm.kind, sm.value = 'e', p.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		sm.kind, sm.value = 'p', p.Prefix
-	case *matcherv3.StringMatcher_Suffix:
-		sm.kind, sm.value = 's', p.Suffix
-	case *matcherv3.StringMatcher_Contains:
-		sm.kind, sm.value = 'c', p.Contains
-	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := regexp.Compile(`^(?:` + p.SafeRegex.GetRegex() + `)$`)
-		if err != nil {
-			return sm, fmt.Errorf("safe_regex.regex: %w", err)
-		}
-		sm.kind, sm.re = 'r', re
-	default:
-		return sm, errors.New("match_pattern: one of exact, prefix, suffix, contains or safe_regex is required")
-	}
-	if sm.ignoreCase {
-		sm.value = strings.ToLower(sm.value)
-	}
-	return sm, nil
-}
-
-func (m stringMatcher) match(v string) bool {
-	if m.kind == 'r' {
-		return m.re.MatchString(v)
-	}
-	if m.ignoreCase {
-		v = strings.ToLower(v)
-	}
-	switch m.kind {
-	case 'e':
-		return v == m.value
-	case 'p':
-		return strings.HasPrefix(v, m.value)
-	case 's':
-		return strings.HasSuffix(v, m.value)
-	default:
-		return strings.Contains(v, m.value)
-	}
-}
-
 type sanMatcher struct {
 	typ tlsv3.SubjectAltNameMatcher_SanType // unspecified: any type (match_subject_alt_names)
-	m   stringMatcher
+	m   matcher.String
 }
 
 func (s sanMatcher) match(c *x509.Certificate) bool {
 	any := s.typ == tlsv3.SubjectAltNameMatcher_SAN_TYPE_UNSPECIFIED
 	if any || s.typ == tlsv3.SubjectAltNameMatcher_URI {
 		for _, u := range c.URIs {
-			if s.m.match(u.String()) {
+			if s.m.Match(u.String()) {
 				return true
 			}
 		}
 	}
 	if any || s.typ == tlsv3.SubjectAltNameMatcher_DNS {
 		for _, d := range c.DNSNames {
-			if s.m.match(d) || (s.typ == tlsv3.SubjectAltNameMatcher_DNS && dnsWildcardMatch(d, s.m)) {
+			if s.m.Match(d) || (s.typ == tlsv3.SubjectAltNameMatcher_DNS && dnsWildcardMatch(d, s.m)) {
 				return true
 			}
 		}
 	}
 	if any || s.typ == tlsv3.SubjectAltNameMatcher_EMAIL {
 		for _, e := range c.EmailAddresses {
-			if s.m.match(e) {
+			if s.m.Match(e) {
 				return true
 			}
 		}
 	}
 	if any || s.typ == tlsv3.SubjectAltNameMatcher_IP_ADDRESS {
 		for _, ip := range c.IPAddresses {
-			if s.m.match(ip.String()) {
+			if s.m.Match(ip.String()) {
 				return true
 			}
 		}
@@ -422,11 +368,11 @@ func (s sanMatcher) match(c *x509.Certificate) bool {
 
 // dnsWildcardMatch: Envoy matches an exact DNS matcher against a wildcard
 // SAN such as *.example.com (one label).
-func dnsWildcardMatch(san string, m stringMatcher) bool {
-	if m.kind != 'e' || !strings.HasPrefix(san, "*.") {
+func dnsWildcardMatch(san string, m matcher.String) bool {
+	if m.Kind != matcher.Exact || !strings.HasPrefix(san, "*.") {
 		return false
 	}
-	_, rest, ok := strings.Cut(m.value, ".")
+	_, rest, ok := strings.Cut(m.Value, ".")
 	return ok && strings.EqualFold(rest, san[2:])
 }
 
