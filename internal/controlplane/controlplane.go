@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"github.com/amime-mesh/amime/internal/ca"
 	"github.com/amime-mesh/amime/internal/config"
 	"github.com/amime-mesh/amime/internal/identity"
+	"github.com/amime-mesh/amime/internal/jwks"
 	"github.com/amime-mesh/amime/internal/register"
 	"github.com/amime-mesh/amime/internal/registry"
 	"github.com/amime-mesh/amime/internal/xds/server"
@@ -44,6 +46,9 @@ type Options struct {
 	// CertTTL is the workload certificate lifetime when a proxy does not
 	// ask for one (default 24h).
 	CertTTL time.Duration
+	// JWKSClient fetches RequestAuthentication key sets (nil: Go's
+	// defaults; plain HTTP is allowed to loopback only).
+	JWKSClient *http.Client
 	// ServerNames are the DNS names of the control plane's TLS certificate
 	// (default istiod.istio-system.svc, localhost); its IP addresses are
 	// added.
@@ -84,6 +89,11 @@ type ControlPlane struct {
 	secureLn net.Listener
 	tmpDir   string // CA state of an in-memory control plane
 
+	// jwks fetches RequestAuthentication key sets; jwksGen counts their
+	// changes, part of the translator input's identity.
+	jwks    *jwks.Resolver
+	jwksGen atomic.Uint64
+
 	mu     sync.Mutex
 	cached *generation
 	// views shares translation between proxies (generate.go).
@@ -95,6 +105,7 @@ type ControlPlane struct {
 type generation struct {
 	rv       string
 	health   string
+	jwksGen  uint64
 	input    translate.Input
 	ses, wes []*config.Object // the registry's sources
 }
@@ -126,6 +137,11 @@ func New(opts Options) (*ControlPlane, error) {
 	cp.leases = registry.NewLeases(opts.UnhealthyAfter, opts.RemoveAfter, nil)
 	cp.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cp.xds = server.New(server.Options{Generator: cp, Debounce: opts.Debounce, Log: cp.log.With("component", "xds"), Registry: cp.reg})
+	cp.jwks = jwks.New(jwks.Options{Client: opts.JWKSClient, OnChange: func(key string) {
+		cp.jwksGen.Add(1)
+		cp.log.Info("JWKS fetched or changed", "key", key)
+		cp.xds.Push("jwks")
+	}})
 	if cp.xdsLn, err = net.Listen("tcp", opts.XDSAddr); err != nil {
 		_ = cp.store.Close()
 		return nil, fmt.Errorf("xds listener: %w", err)
@@ -250,6 +266,11 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		defer wg.Done()
 		cp.expireLeases(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cp.jwks.Run(ctx)
+	}()
 	if cp.opts.ConfigDir != "" {
 		wg.Add(1)
 		go func() {
@@ -361,12 +382,13 @@ func (cp *ControlPlane) healthFingerprint() string {
 func (cp *ControlPlane) input() translate.Input {
 	snap := cp.store.Snapshot()
 	health := cp.healthFingerprint()
+	jwksGen := cp.jwksGen.Load()
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if g := cp.cached; g != nil && g.rv == snap.ResourceVersion() && g.health == health {
+	if g := cp.cached; g != nil && g.rv == snap.ResourceVersion() && g.health == health && g.jwksGen == jwksGen {
 		return g.input
 	}
-	g := &generation{rv: snap.ResourceVersion(), health: health, ses: snap.List(config.ServiceEntry), wes: snap.List(config.WorkloadEntry)}
+	g := &generation{rv: snap.ResourceVersion(), health: health, jwksGen: jwksGen, ses: snap.List(config.ServiceEntry), wes: snap.List(config.WorkloadEntry)}
 	g.input = translate.Input{
 		VirtualServices:  snap.List(config.VirtualService),
 		DestinationRules: snap.List(config.DestinationRule),
@@ -376,6 +398,7 @@ func (cp *ControlPlane) input() translate.Input {
 		RequestAuthentications: snap.List(config.RequestAuthentication),
 		AuthorizationPolicies:  snap.List(config.AuthorizationPolicy),
 	}
+	g.input.JWKS = cp.jwks.KeySets(g.input.RequestAuthentications)
 	// The store shares unchanged objects between snapshots: when no
 	// ServiceEntry or WorkloadEntry changed (a routing change), nor any
 	// health, the registry is the previous one, which also lets views

@@ -98,6 +98,7 @@ type own struct {
 	// security are the policies sets was built with; the store shares
 	// unchanged objects between snapshots, so equal slices mean no change.
 	security [3][]*config.Object
+	jwks     map[string]string
 	sets     map[resourcev3.Type]*server.Set
 }
 
@@ -129,7 +130,7 @@ func (o *own) inbound(v *view, in translate.Input) (map[resourcev3.Type]*server.
 	sec := securityOf(in)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.sets != nil && o.listeners == fp && sameSecurity(o.security, sec) {
+	if o.sets != nil && o.listeners == fp && sameSecurity(o.security, sec) && maps.Equal(o.jwks, in.JWKS) {
 		return o.sets, nil
 	}
 	res, err := translate.TranslateInbound(in, &translate.Resources{Listeners: v.listeners}, o.p)
@@ -145,7 +146,7 @@ func (o *own) inbound(v *view, in translate.Input) (map[resourcev3.Type]*server.
 			return nil, err
 		}
 	}
-	o.sets, o.listeners, o.security = sets, fp, sec
+	o.sets, o.listeners, o.security, o.jwks = sets, fp, sec, in.JWKS
 	return sets, nil
 }
 

@@ -8,6 +8,8 @@ import (
 
 	"github.com/amime-mesh/amime/internal/proxy/fault"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/jwtauthn"
+	"github.com/amime-mesh/amime/internal/proxy/rbac"
 	"github.com/amime-mesh/amime/internal/proxy/route"
 	"github.com/amime-mesh/amime/internal/proxy/streaminfo"
 )
@@ -52,6 +54,28 @@ func filterKinds() map[string]filterKind {
 			},
 			rules: fault.Rules(),
 		},
+		rbac.HTTPTypeURL: {
+			build: func(name string, cfg *anypb.Any) (httpFilter, error) {
+				f, err := rbac.Parse(cfg)
+				if err != nil {
+					return nil, err
+				}
+				return &rbacFilter{name: name, f: f}, nil
+			},
+			perRoute: rbac.ParsePerRoute,
+			rules:    rbac.Rules(),
+		},
+		jwtauthn.TypeURL: {
+			build: func(name string, cfg *anypb.Any) (httpFilter, error) {
+				c, err := jwtauthn.Parse(cfg)
+				if err != nil {
+					return nil, err
+				}
+				return newJWTFilter(name, c)
+			},
+			perRoute: jwtauthn.ParsePerRoute,
+			rules:    jwtauthn.Rules(),
+		},
 	}
 }
 
@@ -67,7 +91,9 @@ func RouteOptions() route.Options {
 func routeOptions(names map[string]string) route.Options {
 	kinds := filterKinds()
 	o := route.Options{FilterConfigParsers: map[string]route.FilterConfigParser{
-		fault.Name: kinds[fault.TypeURL].perRoute,
+		fault.Name:    kinds[fault.TypeURL].perRoute,
+		rbac.HTTPName: kinds[rbac.HTTPTypeURL].perRoute,
+		jwtauthn.Name: kinds[jwtauthn.TypeURL].perRoute,
 	}}
 	for name, typeURL := range names {
 		o.FilterConfigParsers[name] = kinds[typeURL].perRoute

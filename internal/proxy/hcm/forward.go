@@ -1,8 +1,13 @@
 package hcm
 
 import (
+	"net/netip"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"context"
 	"errors"
+	"github.com/amime-mesh/amime/internal/proxy/rbac"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -75,6 +80,13 @@ type stream struct {
 	setCookie string
 	// peer is the downstream TLS peer (nil: plaintext).
 	peer *downstreamPeer
+	// remoteAddr and localAddrPort are remote and localAddr parsed, for
+	// RBAC.
+	remoteAddr, localAddrPort netip.AddrPort
+	// meta is the request's dynamic metadata by filter namespace (JWT
+	// authentication results for RBAC); nil until a filter sets some.
+	meta      map[string]*structpb.Struct
+	rbacAttrs rbac.Attributes
 }
 
 func (st *stream) timeoutText(d time.Duration) string {
@@ -92,6 +104,7 @@ func newStream(h *Handler, ctx context.Context, nc net.Conn) *stream {
 		st.origDst = st.localAddr
 		st.remIP, _, _ = net.SplitHostPort(st.remote)
 		st.peer = peerOf(nc)
+		st.remoteAddr, st.localAddrPort = addrPort(st.remote), addrPort(st.localAddr)
 	}
 	st.env = route.Env{DownstreamRemoteAddress: st.remote, DownstreamRemoteAddressWithoutPort: st.remIP, DownstreamLocalAddress: st.localAddr, Hostname: hostname}
 	return st
@@ -122,6 +135,7 @@ func (st *stream) serve(req *request, rw responder) bool {
 	}
 	defer st.complete()
 	st.hashOK, st.setCookie = false, ""
+	st.meta = nil
 
 	hdrs := &req.r.Headers
 	st.requestID(req)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"sort"
@@ -64,6 +65,8 @@ type downConn struct {
 	nc                   net.Conn
 	remote, remIP, local string
 	peer                 *downstreamPeer
+	// parsed remote and local, for RBAC
+	remoteAddr, localAddrPort netip.AddrPort
 }
 
 // prefixConn replays bytes already buffered by the HTTP/1.1 reader.
@@ -96,6 +99,7 @@ func (h *Handler) serveH2(ctx context.Context, nc net.Conn, br *bufio.Reader, tc
 	h.env.Conns.mu.Unlock()
 	dc := &downConn{nc: nc, remote: nc.RemoteAddr().String(), local: nc.LocalAddr().String(), peer: peerOf(nc)}
 	dc.remIP, _, _ = net.SplitHostPort(dc.remote)
+	dc.remoteAddr, dc.localAddrPort = addrPort(dc.remote), addrPort(dc.local)
 	s.srv.ServeConn(conn, &http2.ServeConnOpts{
 		Context:    ctx,
 		BaseConfig: s.hs,
@@ -125,11 +129,13 @@ func (h *Handler) serveH2Request(w http.ResponseWriter, r *http.Request, dc *dow
 	if st == nil {
 		st = newStream(h, r.Context(), dc.nc)
 		st.peer = dc.peer
+		st.remoteAddr, st.localAddrPort = dc.remoteAddr, dc.localAddrPort
 	} else {
 		// A recycled stream may have served another connection.
 		st.ctx = r.Context()
 		st.remote, st.remIP, st.localAddr, st.origDst = dc.remote, dc.remIP, dc.local, dc.local
 		st.peer = dc.peer
+		st.remoteAddr, st.localAddrPort = dc.remoteAddr, dc.localAddrPort
 		st.env.DownstreamRemoteAddress = dc.remote
 		st.env.DownstreamRemoteAddressWithoutPort = dc.remIP
 		st.env.DownstreamLocalAddress = dc.local

@@ -9,12 +9,15 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/amime-mesh/amime/internal/proxy/header"
+	"github.com/amime-mesh/amime/internal/proxy/rbac"
 	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 )
 
 // downstreamPeer is what a request knows of its connection's TLS peer.
 type downstreamPeer struct {
 	conn *tlsctx.Conn
+	// rbac is the peer as RBAC matches it, made on first use.
+	rbac *rbac.Peer
 	// xfcc is this hop's x-forwarded-client-cert element, built once per
 	// connection (nil until first needed).
 	xfcc string

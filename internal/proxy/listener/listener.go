@@ -31,6 +31,7 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/drain"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/hcm"
+	"github.com/amime-mesh/amime/internal/proxy/rbac"
 	"github.com/amime-mesh/amime/internal/proxy/tcpproxy"
 	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 )
@@ -83,7 +84,9 @@ type chain struct {
 	appProtos   map[string]bool
 	transport   string
 	// tls terminates TLS before the network filter (nil: none).
-	tls     *tlsctx.Server
+	tls *tlsctx.Server
+	// rbac are network RBAC filters run before the handler.
+	rbac    []*rbac.Filter
 	handler ConnHandler
 	// config is the chain as received: a connection keeps running while
 	// an update leaves its chain unchanged, and is drained otherwise.
@@ -106,7 +109,7 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.core.v3.Metadata":                                     {fieldcheck.All},
 		"envoy.extensions.filters.listener.http_inspector.v3.HttpInspector": {},
 		"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":   {},
-	}, hcm.Rules(), tcpproxy.Rules(), tlsctx.Rules())
+	}, hcm.Rules(), tcpproxy.Rules(), tlsctx.Rules(), rbac.Rules())
 }
 
 // Compile validates a listener and builds its filter chains.
@@ -226,19 +229,32 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 		}
 	}
 	filters := fc.GetFilters()
-	if len(filters) != 1 {
-		return nil, fmt.Errorf("filters: exactly one network filter (http_connection_manager or tcp_proxy) is supported, got %d", len(filters))
+	if len(filters) == 0 {
+		return nil, fmt.Errorf("filters: a terminal network filter (http_connection_manager or tcp_proxy) is required")
 	}
-	f := filters[0]
+	// Network RBAC filters may come first; the last filter serves.
+	last := len(filters) - 1
+	for i, f := range filters[:last] {
+		if f.GetTypedConfig().GetTypeUrl() != rbac.NetworkTypeURL {
+			return nil, fmt.Errorf("filters[%d].typed_config: type %q is not supported by amime before the terminal filter (only envoy.filters.network.rbac is)", i, f.GetTypedConfig().GetTypeUrl())
+		}
+		rf, err := rbac.ParseNetwork(f.GetTypedConfig())
+		if err != nil {
+			return nil, fmt.Errorf("filters[%d].typed_config.%w", i, err)
+		}
+		ch.rbac = append(ch.rbac, rf)
+	}
+	f := filters[last]
+	at := fmt.Sprintf("filters[%d]", last)
 	switch f.GetTypedConfig().GetTypeUrl() {
 	case hcmType:
 		cfg := &hcmv3.HttpConnectionManager{}
 		if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
-			return nil, fmt.Errorf("filters[0].typed_config: %w", err)
+			return nil, fmt.Errorf("%s.typed_config: %w", at, err)
 		}
 		hc, err := hcm.Compile(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("filters[0].typed_config.%w", err)
+			return nil, fmt.Errorf("%s.typed_config.%w", at, err)
 		}
 		if hc.RDSName != "" {
 			l.RDSNames = append(l.RDSNames, hc.RDSName)
@@ -247,15 +263,15 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 	case tcpProxyType:
 		cfg := &tcpv3.TcpProxy{}
 		if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
-			return nil, fmt.Errorf("filters[0].typed_config: %w", err)
+			return nil, fmt.Errorf("%s.typed_config: %w", at, err)
 		}
 		tc, err := tcpproxy.Compile(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("filters[0].typed_config.%w", err)
+			return nil, fmt.Errorf("%s.typed_config.%w", at, err)
 		}
 		ch.handler = tcpproxy.New(tc, deps.Clusters, deps.Log)
 	default:
-		return nil, fmt.Errorf("filters[0].typed_config: type %q is not supported by amime", f.GetTypedConfig().GetTypeUrl())
+		return nil, fmt.Errorf("%s.typed_config: type %q is not supported by amime", at, f.GetTypedConfig().GetTypeUrl())
 	}
 	return ch, nil
 }
@@ -579,7 +595,31 @@ func (l *Listener) serveConn(ctx context.Context, nc net.Conn) {
 		}
 		conn = tc
 	}
+	if len(ch.rbac) > 0 && !l.authorize(c, ch, nc, conn) {
+		_ = nc.Close()
+		return
+	}
 	ch.handler.ServeConn(ctx, conn)
+}
+
+// authorize runs the chain's network RBAC filters; a denied connection is
+// closed, as Envoy's network RBAC filter does.
+func (l *Listener) authorize(c *Compiled, ch *chain, raw, conn net.Conn) bool {
+	var a rbac.Attributes
+	if ap, err := netip.ParseAddrPort(raw.RemoteAddr().String()); err == nil {
+		a.DirectRemote, a.Remote = ap.Addr(), ap.Addr()
+	}
+	a.Destination, _ = netip.ParseAddrPort(raw.LocalAddr().String())
+	if tc, ok := conn.(*tlsctx.Conn); ok {
+		a.SNI, a.Peer = tc.SNI, rbac.NewPeer(tc.Peer)
+	}
+	for _, f := range ch.rbac {
+		if d := f.Decide(&a); d.Deny {
+			l.log.Debug("connection denied by RBAC", "listener", c.Name, "chain", ch.name, "remote", raw.RemoteAddr(), "details", d.Details)
+			return false
+		}
+	}
+	return true
 }
 
 // Close stops accepting; open connections are drained by their owners.
