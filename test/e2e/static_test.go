@@ -180,10 +180,10 @@ func TestBootstrapRejected(t *testing.T) {
 			b.cluster()["health_checks"] = []any{obj{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1,
 				"http_health_check": obj{"path": "/healthz"}}}
 		}, "static_resources.clusters[0].health_checks"},
-		{"listener_filters tls_inspector", func(b bootstrap) {
+		{"listener_filters original_dst", func(b bootstrap) {
 			b.listener()["listener_filters"] = []any{obj{
-				"name":         "envoy.filters.listener.tls_inspector",
-				"typed_config": obj{"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+				"name":         "envoy.filters.listener.original_dst",
+				"typed_config": obj{"@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"},
 			}}
 		}, "static_resources.listeners[0].listener_filters[0].typed_config"},
 		{"http filter cors", func(b bootstrap) {
