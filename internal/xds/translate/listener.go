@@ -250,6 +250,9 @@ func (b *builder) httpListener(name, ip string, port uint32, dir corev3.TrafficD
 	if gateway {
 		// The edge is where the client address enters X-Forwarded-For.
 		m.UseRemoteAddress = wrapperspb.Bool(true)
+		// Gateways enforce the policies that select them (authentication
+		// and authorization first, as Istio orders them).
+		m.HttpFilters = append(b.securityHTTPFilters(port), m.HttpFilters...)
 	}
 	return listenerWith(name, ip, port, dir, "envoy.filters.network.http_connection_manager", mustAny(m))
 }

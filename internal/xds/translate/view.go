@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
+	typev1beta1 "istio.io/api/type/v1beta1"
 
 	"github.com/amime-mesh/amime/internal/config"
 	"github.com/amime-mesh/amime/internal/registry"
@@ -61,6 +63,26 @@ func ViewSelectors(in Input) []map[string]string {
 	for _, o := range in.Gateways {
 		if gw, ok := o.Spec.(*networking.Gateway); ok {
 			add(gw.GetSelector())
+		}
+	}
+	// Security policies shape gateways' listeners: their selectors, and
+	// the gateway-name label a Gateway targetRef binds.
+	addPolicy := func(sel *typev1beta1.WorkloadSelector, refs []*typev1beta1.PolicyTargetReference) {
+		add(sel.GetMatchLabels())
+		for _, r := range refs {
+			if r.GetKind() == "Gateway" {
+				add(map[string]string{gatewayNameLabel: r.GetName()})
+			}
+		}
+	}
+	for _, o := range in.AuthorizationPolicies {
+		if ap, ok := o.Spec.(*security.AuthorizationPolicy); ok {
+			addPolicy(ap.GetSelector(), append(slices.Clone(ap.GetTargetRefs()), ap.GetTargetRef()))
+		}
+	}
+	for _, o := range in.RequestAuthentications {
+		if ra, ok := o.Spec.(*security.RequestAuthentication); ok {
+			addPolicy(ra.GetSelector(), append(slices.Clone(ra.GetTargetRefs()), ra.GetTargetRef()))
 		}
 	}
 	keys := make([]string, 0, len(seen))
