@@ -34,7 +34,11 @@ type Options struct {
 	// Binary is the amime executable to run children with.
 	Binary  string
 	XDSAddr string // 127.0.0.1:15010
-	APIAddr string // 127.0.0.1:15014
+	// SecureXDSAddr is the control plane's TLS xDS and CA port
+	// (127.0.0.1:15012): every proxy gets a join token and a workload
+	// certificate, and sidecars speak mTLS to each other.
+	SecureXDSAddr string
+	APIAddr       string // 127.0.0.1:15014
 	// ControlAddr serves `amime scale` (127.0.0.1:15015).
 	ControlAddr string
 	// Replicas per deployment ("recommendation-v2": 2); the tutorial's
@@ -109,10 +113,11 @@ func Run(ctx context.Context, opts Options) error {
 	// check succeed, another control plane on the API address took our
 	// configuration.
 	if err := checkFree(map[string]string{
-		GatewayAddr:      "the ingress gateway (Gateway istio-system/ingressgateway)",
-		opts.XDSAddr:     "the control plane's xDS (--xds-addr)",
-		opts.APIAddr:     "the control plane's API (--api-addr)",
-		opts.ControlAddr: "`amime scale` (--control-addr)",
+		GatewayAddr:        "the ingress gateway (Gateway istio-system/ingressgateway)",
+		opts.XDSAddr:       "the control plane's xDS (--xds-addr)",
+		opts.SecureXDSAddr: "the control plane's TLS xDS and CA (--secure-xds-addr)",
+		opts.APIAddr:       "the control plane's API (--api-addr)",
+		opts.ControlAddr:   "`amime scale` (--control-addr)",
 	}); err != nil {
 		return err
 	}
@@ -256,7 +261,8 @@ func (m *Mesh) stopAll() {
 
 func (m *Mesh) startControlPlane() error {
 	c, err := m.spawn("control-plane", nil, "control-plane", "--data-dir", m.opts.DataDir,
-		"--xds-addr", m.opts.XDSAddr, "--api-addr", m.opts.APIAddr, "--unhealthy-after", "5s", "--remove-after", "15s")
+		"--xds-addr", m.opts.XDSAddr, "--secure-xds-addr", m.opts.SecureXDSAddr, "--api-addr", m.opts.APIAddr,
+		"--unhealthy-after", "5s", "--remove-after", "15s")
 	if err != nil {
 		return err
 	}
@@ -267,10 +273,36 @@ func (m *Mesh) startControlPlane() error {
 	return nil
 }
 
+// identity issues a join token for a service account and returns the
+// proxy flags that use it: the TLS xDS port, the token and the mesh root,
+// kept under <data-dir>/identity/<ns>/<sa>.
+func (m *Mesh) identity(ns, sa string) ([]string, error) {
+	tok, err := apiclient.New("http://"+m.opts.APIAddr, "").CreateToken(m.ctx, ns, sa, 0)
+	if err != nil {
+		return nil, fmt.Errorf("join token for %s/%s: %w", ns, sa, err)
+	}
+	dir := filepath.Join(m.opts.DataDir, "identity", ns, sa)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("identity dir: %w", err)
+	}
+	tokenFile, rootFile := filepath.Join(dir, "token"), filepath.Join(dir, "root-cert.pem")
+	if err := os.WriteFile(tokenFile, []byte(tok.Token), 0o600); err != nil {
+		return nil, fmt.Errorf("join token: %w", err)
+	}
+	if err := os.WriteFile(rootFile, []byte(tok.RootCert), 0o644); err != nil {
+		return nil, fmt.Errorf("root certificate: %w", err)
+	}
+	return []string{"--xds", m.opts.SecureXDSAddr, "--token-file", tokenFile, "--root-cert", rootFile, "--service-account", sa}, nil
+}
+
 func (m *Mesh) startGateway() error {
-	c, err := m.spawn("ingressgateway", nil, "proxy", "--mode", "gateway", "--xds", m.opts.XDSAddr,
+	id, err := m.identity("istio-system", "istio-ingressgateway-service-account")
+	if err != nil {
+		return err
+	}
+	c, err := m.spawn("ingressgateway", nil, append([]string{"proxy", "--mode", "gateway",
 		"--node-id", "router~127.0.0.1~ingressgateway.istio-system", "--namespace", "istio-system",
-		"--labels", "istio=ingressgateway,app=istio-ingressgateway", "--instance-ip", "127.0.0.1")
+		"--labels", "istio=ingressgateway,app=istio-ingressgateway", "--instance-ip", "127.0.0.1"}, id...)...)
 	if err != nil {
 		return err
 	}
@@ -316,12 +348,17 @@ func (m *Mesh) startInstance(d Deployment) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	in.sidecar, err = m.spawn(name+"-sidecar", nil, "proxy", "--xds", m.opts.XDSAddr, "--server", "http://"+m.opts.APIAddr,
-		"--node-id", "sidecar~127.0.0.1~"+name+".default", "--namespace", "default",
-		"--labels", "app="+d.Service+",version="+d.Version, "--instance-ip", "127.0.0.1",
+	id, err := m.identity("default", d.Service)
+	if err != nil {
+		in.app.stop(time.Second)
+		return nil, err
+	}
+	in.sidecar, err = m.spawn(name+"-sidecar", nil, append([]string{"proxy", "--server", "http://" + m.opts.APIAddr,
+		"--node-id", "sidecar~127.0.0.1~" + name + ".default", "--namespace", "default",
+		"--labels", "app=" + d.Service + ",version=" + d.Version, "--instance-ip", "127.0.0.1",
 		"--inbound", fmt.Sprintf("http:HTTP:8080:%d:%d", in.inboundPort, ports[0]),
-		"--http-proxy-addr", "127.0.0.1:"+strconv.Itoa(in.proxyPort),
-		"--register", "--workload-name", name)
+		"--http-proxy-addr", "127.0.0.1:" + strconv.Itoa(in.proxyPort),
+		"--register", "--workload-name", name}, id...)...)
 	if err != nil {
 		in.app.stop(time.Second)
 		return nil, err
@@ -406,7 +443,7 @@ func (m *Mesh) writeStatus(w io.Writer) {
 func (m *Mesh) printSummary(sinceStart time.Duration) {
 	w := m.opts.Out
 	fmt.Fprintf(w, "\namime up: the mesh is running; the first request through the gateway succeeded %.2fs after start\n\n", sinceStart.Seconds())
-	fmt.Fprintf(w, "  control plane   xDS %s, API http://%s\n", m.opts.XDSAddr, m.opts.APIAddr)
+	fmt.Fprintf(w, "  control plane   xDS %s (TLS %s, CA), API http://%s\n", m.opts.XDSAddr, m.opts.SecureXDSAddr, m.opts.APIAddr)
 	fmt.Fprintf(w, "  ingress gateway http://127.0.0.1:8080  (Gateway istio-system/ingressgateway → customer)\n")
 	fmt.Fprintf(w, "  data            %s (config survives restarts; logs in %s)\n\n", m.opts.DataDir, m.logDir)
 	m.writeStatus(w)

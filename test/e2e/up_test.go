@@ -115,7 +115,7 @@ func requireGatewayPortFree(t *testing.T) {
 func startUp(t *testing.T, dataDir string, xds, api, control string) *upMesh {
 	t.Helper()
 	m := &upMesh{dataDir: dataDir, xds: xds, api: api, control: control}
-	m.proc = startProc(t, "amime up", amimeBin, "up", "--data-dir", dataDir, "--xds-addr", xds, "--api-addr", api, "--control-addr", control)
+	m.proc = startProc(t, "amime up", amimeBin, "up", "--data-dir", dataDir, "--xds-addr", xds, "--api-addr", api, "--control-addr", control, "--secure-xds-addr", freeAddr(t))
 	// A new transport per mesh: keep-alive connections to a previous
 	// gateway are dead.
 	m.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
@@ -417,6 +417,9 @@ func (m *upMesh) stop(t *testing.T) {
 }
 
 // upPorts returns free xDS, API and control addresses.
+// freeAddr is a free loopback address.
+func freeAddr(t *testing.T) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))) }
+
 func upPorts(t *testing.T) (xds, api, control string) {
 	addr := func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))) }
 	return addr(), addr(), addr()
@@ -630,7 +633,7 @@ func TestUpLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	busy := startProc(t, "amime up (8080 taken)", amimeBin, "up", "--data-dir", t.TempDir(), "--xds-addr", xds, "--api-addr", api, "--control-addr", control)
+	busy := startProc(t, "amime up (8080 taken)", amimeBin, "up", "--data-dir", t.TempDir(), "--xds-addr", xds, "--api-addr", api, "--control-addr", control, "--secure-xds-addr", freeAddr(t))
 	code, ok := busy.waitExit(15 * time.Second)
 	ln.Close()
 	if !ok || code == 0 || !strings.Contains(busy.stderr.String(), upGateway) {
@@ -651,7 +654,7 @@ func TestUpLifecycle(t *testing.T) {
 	// A second `up` on the same data dir, on other ports so that only
 	// the lock can stop it.
 	x2, a2, c2 := upPorts(t)
-	second := startProc(t, "second amime up", amimeBin, "up", "--data-dir", dataDir, "--xds-addr", x2, "--api-addr", a2, "--control-addr", c2)
+	second := startProc(t, "second amime up", amimeBin, "up", "--data-dir", dataDir, "--xds-addr", x2, "--api-addr", a2, "--control-addr", c2, "--secure-xds-addr", freeAddr(t))
 	code, ok = second.waitExit(15 * time.Second)
 	out := second.stderr.String()
 	if !ok || code == 0 || !strings.Contains(out, "already running") || !strings.Contains(out, dataDir) || !strings.Contains(out, strconv.Itoa(m.cmd.Process.Pid)) {
@@ -751,4 +754,39 @@ func TestUpTimeoutRemoved(t *testing.T) {
 	if len(failed) > 0 {
 		t.Errorf("after replacing the timeout rule by one without timeout, of 100 requests: %v", failed)
 	}
+}
+
+// TestUpMutualTLS: `amime up`'s proxies hold workload certificates and
+// speak mTLS to each other, so a mesh-wide STRICT PeerAuthentication
+// keeps the tutorial working while plaintext to a sidecar is refused.
+func TestUpMutualTLS(t *testing.T) {
+	requireGatewayPortFree(t)
+	xds, api, control := upPorts(t)
+	m := startUp(t, t.TempDir(), xds, api, control)
+	defer m.stop(t)
+	// A sidecar's inbound address, as its WorkloadEntry registers it.
+	var we struct {
+		Spec struct {
+			Address string         `json:"address"`
+			Ports   map[string]int `json:"ports"`
+		} `json:"spec"`
+	}
+	// `get -o json` prints one object per entry: the first will do.
+	if err := json.NewDecoder(strings.NewReader(m.cli(t, "get", "workloadentries", "-o", "json"))).Decode(&we); err != nil || we.Spec.Ports["http"] == 0 {
+		t.Fatalf("workload entries: %v", err)
+	}
+	inbound := net.JoinHostPort(we.Spec.Address, strconv.Itoa(we.Spec.Ports["http"]))
+	if code, _, err := get(inbound, "/"); err != nil || code == 0 {
+		t.Fatalf("plaintext to %s under PERMISSIVE: %d, %v", inbound, code, err)
+	}
+	m.apply(t, "peer-authentication-strict.yaml")
+	if err := eventually(15*time.Second, func() error {
+		if _, _, err := get(inbound, "/"); err == nil {
+			return fmt.Errorf("plaintext to %s still answered", inbound)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m.waitRun(t, "tutorial under STRICT", 20, func() (bool, error) { _, _, err := m.version(""); return err == nil, err })
 }
