@@ -91,6 +91,50 @@ spec:
 		}
 	}
 
+	// Principal and namespace rules, matched against the mTLS peer.
+	ratings := cp.startClient(t, append(cp.identity(t, "ratings"), "--node-id", "sidecar~127.0.0.1~ratings.default")...)
+	ratingsc := meshClient(ratings.Listen)
+	t.Cleanup(ratingsc.CloseIdleConnections)
+	status := func(c *http.Client) int {
+		resp, err := c.Get(target)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	policy := func(name, source string) {
+		cp.mustApply(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-callers, namespace: default}
+spec:
+  selector:
+    matchLabels: {app: reviews}
+  rules:
+  - from:
+    - source: %s
+`, source), "authorizationpolicy.security.istio.io/reviews-callers "+name)
+	}
+	expect := func(step string, want map[*http.Client]int) {
+		t.Helper()
+		if err := eventually(10*time.Second, func() error {
+			for c, code := range want {
+				if got := status(c); got != code {
+					return fmt.Errorf("%s: got %d, want %d", step, got, code)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy("created", `{principals: [cluster.local/ns/default/sa/productpage]}`)
+	expect("principal rule", map[*http.Client]int{mtlsc: 200, ratingsc: 403})
+	policy("configured", `{namespaces: [prod]}`)
+	expect("namespace rule, other namespace", map[*http.Client]int{mtlsc: 403, ratingsc: 403})
+	policy("configured", `{namespaces: [default], notPrincipals: [cluster.local/ns/default/sa/ratings]}`)
+	expect("namespace with notPrincipals", map[*http.Client]int{mtlsc: 200, ratingsc: 403})
+
 	// A proxy whose token is for "reviews" but that asks to be "admin".
 	dir := cp.identity(t, "reviews")
 	impostor := startProc(t, "impostor", amimeBin, "proxy", "--xds", cp.Secure, "--token-file", dir[3], "--root-cert", dir[5],
