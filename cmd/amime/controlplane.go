@@ -52,7 +52,7 @@ func newControlPlaneCmd() *cobra.Command {
 	f.StringVar(&opts.XDSAddr, "xds-addr", "127.0.0.1:15010", "ADS (gRPC, plaintext) listen address")
 	f.StringVar(&opts.SecureXDSAddr, "secure-xds-addr", "127.0.0.1:15012", "ADS and certificate service over TLS, for proxies with a join token (empty disables it)")
 	f.StringVar(&opts.CADir, "ca-dir", "", "operator CA in Istio's plug-in files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a self-signed root under --data-dir")
-	f.DurationVar(&opts.CertTTL, "workload-cert-ttl", 24*time.Hour, "workload certificate lifetime unless a proxy asks for less")
+	f.DurationVar(&opts.CertTTL, "workload-cert-ttl", 24*time.Hour, "workload certificate lifetime when a proxy does not ask for one (at most 90 days)")
 	f.StringVar(&opts.APIAddr, "api-addr", "127.0.0.1:15014", "HTTP API, /metrics and /debug listen address")
 	f.StringVar(&opts.Token, "api-token", os.Getenv("AMIME_TOKEN"), "bearer token required on the API (mandatory off loopback)")
 	f.StringVar(&opts.Mesh.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")

@@ -38,3 +38,10 @@ func (c *Client) CreateToken(ctx context.Context, ns, sa string, ttl time.Durati
 	}
 	return &t, nil
 }
+
+// CAOperation runs a CA operation ("rotate-root", "retire-old") and
+// returns the trust bundle after it.
+func (c *Client) CAOperation(ctx context.Context, op string) ([]byte, error) {
+	data, _, err := c.do(ctx, "POST", "/apis/amime.io/v1/ca/"+op, nil, "")
+	return data, err
+}

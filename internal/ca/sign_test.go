@@ -249,18 +249,28 @@ func TestNewKeyAndCSRAndRenewAt(t *testing.T) {
 		t.Error("key does not match CSR")
 	}
 
+	// Certificates are backdated by ClockSkew: the half is of what is left
+	// when the certificate arrives, so a lifetime shorter than the skew
+	// does not renew at once (in a loop).
 	nb := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	got := nb.Add(ClockSkew)
 	tests := []struct {
-		life time.Duration
-		want time.Time
+		life     time.Duration // from receipt
+		received time.Time
+		want     time.Time
 	}{
-		{24 * time.Hour, nb.Add(12 * time.Hour)},
-		{time.Hour, nb.Add(30 * time.Minute)},
+		{24 * time.Hour, got, got.Add(12 * time.Hour)},
+		{time.Hour, got, got.Add(30 * time.Minute)},
+		{6 * time.Second, got, got.Add(3 * time.Second)},
+		{time.Hour, nb.Add(-time.Minute), nb.Add(time.Hour + ClockSkew - (time.Hour+ClockSkew)/2)}, // clock behind NotBefore
 	}
 	for _, tt := range tests {
-		got := RenewAt(&x509.Certificate{NotBefore: nb, NotAfter: nb.Add(tt.life)})
-		if !got.Equal(tt.want) {
-			t.Errorf("RenewAt(%s) = %s, want %s", tt.life, got, tt.want)
+		cert := &x509.Certificate{NotBefore: nb, NotAfter: got.Add(tt.life)}
+		if tt.received.Before(nb) {
+			cert.NotAfter = nb.Add(tt.life + ClockSkew)
+		}
+		if r := RenewAt(cert, tt.received); !r.Equal(tt.want) {
+			t.Errorf("RenewAt(life %s, received %s) = %s, want %s", tt.life, tt.received, r, tt.want)
 		}
 	}
 }

@@ -37,8 +37,16 @@ func NewKeyAndCSR(id string) (keyPEM, csrPEM []byte, err error) {
 	return keyPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
-// RenewAt is when a workload should renew cert: half way through its validity, Istio's
-// default, which leaves half the lifetime to ride out a control-plane outage.
-func RenewAt(cert *x509.Certificate) time.Time {
-	return cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+// RenewAt is when a workload that received cert at received should renew
+// it: half way through the rest of its validity, Istio's default, which
+// leaves half the lifetime to ride out a control-plane outage. The half is
+// taken from the receipt, not from NotBefore, which the CA backdates by
+// ClockSkew: with a lifetime shorter than that, NotBefore's midpoint would
+// already be past and the workload would renew in a loop.
+func RenewAt(cert *x509.Certificate, received time.Time) time.Time {
+	start := received
+	if cert.NotBefore.After(start) {
+		start = cert.NotBefore
+	}
+	return start.Add(cert.NotAfter.Sub(start) / 2)
 }

@@ -44,6 +44,7 @@ func (a *api) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /apis/amime.io/v1/namespaces/{ns}/workloadentries/{name}/heartbeat", a.auth(a.heartbeat))
 	mux.HandleFunc("POST /apis/amime.io/v1/tokens", a.auth(a.createToken))
 	mux.HandleFunc("GET /apis/amime.io/v1/rootcert", a.auth(a.rootCert))
+	mux.HandleFunc("POST /apis/amime.io/v1/ca/{op}", a.auth(a.caRotate))
 	mux.HandleFunc("GET /apis/{group}/{version}/{plural}", a.auth(a.list))
 	mux.HandleFunc("GET /apis/{group}/{version}/namespaces/{ns}/{plural}", a.auth(a.list))
 	mux.HandleFunc("POST /apis/{group}/{version}/namespaces/{ns}/{plural}", a.auth(a.create))

@@ -88,6 +88,10 @@ type ControlPlane struct {
 	tokens   *identity.Tokens
 	secureLn net.Listener
 	tmpDir   string // CA state of an in-memory control plane
+	// rootSet is the ROOTCA secret for rootPEM (identity.go).
+	rootMu  sync.Mutex
+	rootSet *server.Set
+	rootPEM []byte
 
 	// jwks fetches RequestAuthentication key sets; jwksGen counts their
 	// changes, part of the translator input's identity.

@@ -82,6 +82,13 @@ func (cp *ControlPlane) Generate(node *corev3.Node, push uint64) (server.Config,
 		// Clipped: appending must not write into the shared slice.
 		cfg[t] = append(slices.Clip(cfg[t]), set)
 	}
+	if p.MTLS && cp.ca != nil {
+		set, err := cp.rootSecret()
+		if err != nil {
+			return nil, err
+		}
+		cfg[resourcev3.SecretType] = []*server.Set{set}
+	}
 	return cfg, nil
 }
 

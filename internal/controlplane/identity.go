@@ -1,9 +1,12 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +15,9 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -19,6 +25,7 @@ import (
 
 	"github.com/amime-mesh/amime/internal/ca"
 	"github.com/amime-mesh/amime/internal/identity"
+	"github.com/amime-mesh/amime/internal/xds/server"
 	"github.com/amime-mesh/amime/internal/xds/translate"
 )
 
@@ -112,6 +119,7 @@ type servingCertSource struct {
 	mu   sync.Mutex
 	cert *tls.Certificate
 	at   time.Time
+	root *x509.Certificate // the CA certificate that issued cert
 }
 
 func (cp *ControlPlane) servingCert() *servingCertSource { return &servingCertSource{cp: cp} }
@@ -119,7 +127,10 @@ func (cp *ControlPlane) servingCert() *servingCertSource { return &servingCertSo
 func (s *servingCertSource) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cert != nil && time.Now().Before(s.at) {
+	// A rotated root gets a new certificate at once: after the old root
+	// is retired, proxies would no longer trust one it signed.
+	root := s.cp.ca.Certificate()
+	if s.cert != nil && time.Now().Before(s.at) && s.root == root {
 		return s.cert, nil
 	}
 	names := s.cp.opts.ServerNames
@@ -141,9 +152,60 @@ func (s *servingCertSource) get(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 	if err != nil {
 		return nil, err
 	}
-	leaf := cert.Leaf
-	s.cert, s.at = cert, ca.RenewAt(leaf)
+	s.cert, s.at, s.root = cert, ca.RenewAt(cert.Leaf, time.Now()), root
 	return cert, nil
+}
+
+// rootSecret is the SDS secret ROOTCA, the mesh trust bundle, that proxies
+// with a certificate subscribe to: a root rotation reaches them at once,
+// not at their next renewal. Built once per bundle.
+func (cp *ControlPlane) rootSecret() (*server.Set, error) {
+	bundle := cp.ca.Bundle()
+	cp.rootMu.Lock()
+	defer cp.rootMu.Unlock()
+	if cp.rootSet != nil && bytes.Equal(cp.rootPEM, bundle) {
+		return cp.rootSet, nil
+	}
+	sec := &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: bundle}},
+	}}}
+	set, err := server.NewSet(resourcev3.SecretType, []types.Resource{sec})
+	if err != nil {
+		return nil, err
+	}
+	cp.rootSet, cp.rootPEM = set, bundle
+	return set, nil
+}
+
+// rotateRoot and retireOld change the CA's roots, reissue the control
+// plane's own certificate and push the new bundle to every proxy.
+func (a *api) caRotate(w http.ResponseWriter, r *http.Request) {
+	if a.ca == nil {
+		writeStatus(w, http.StatusNotFound, "NotFound", "this control plane has no CA (start it with --secure-xds-addr)")
+		return
+	}
+	var err error
+	op := r.PathValue("op")
+	switch op {
+	case "rotate-root":
+		err = a.ca.RotateRoot()
+	case "retire-old":
+		err = a.ca.RetireOld()
+	default:
+		writeStatus(w, http.StatusNotFound, "NotFound", fmt.Sprintf("unknown CA operation %q (rotate-root, retire-old)", op))
+		return
+	}
+	if errors.Is(err, ca.ErrPluginCA) {
+		writeStatus(w, http.StatusConflict, "Conflict", err.Error())
+		return
+	}
+	if err != nil {
+		writeStatus(w, http.StatusInternalServerError, "InternalError", err.Error())
+		return
+	}
+	a.push("ca")
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(a.ca.Bundle())
 }
 
 // tokenRequest is the body of POST /apis/amime.io/v1/tokens.

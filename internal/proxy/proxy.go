@@ -20,6 +20,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -269,6 +270,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.xds != nil {
 		p.xds.Wildcard(resourcev3.ClusterType)
 		p.xds.Wildcard(resourcev3.ListenerType)
+		if p.opts.Agent != nil {
+			// The trust bundle, pushed when the mesh root rotates.
+			p.xds.Watch(resourcev3.SecretType, []string{agent.RootSecret})
+		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -450,6 +455,8 @@ func (p *Proxy) OnUpdate(typeURL string, resources map[string]*anypb.Any) error 
 	case resourcev3.RouteType:
 		err = p.updateRoutes(resources)
 		count(err, &p.stats.rdsUpdates, &p.stats.rdsRejects)
+	case resourcev3.SecretType:
+		err = p.updateSecrets(resources)
 	default:
 		err = fmt.Errorf("type %s is not supported by amime", typeURL)
 	}
@@ -700,4 +707,28 @@ func dedupe(in []string) []string {
 		}
 	}
 	return out
+}
+
+// updateSecrets takes the ROOTCA secret: the mesh trust bundle. The
+// workload certificate itself never travels over xDS (its key stays in
+// this process).
+func (p *Proxy) updateSecrets(resources map[string]*anypb.Any) error {
+	for name, a := range resources {
+		if name != agent.RootSecret || p.opts.Agent == nil {
+			return fmt.Errorf("secret %q: amime proxies take only %q over SDS", name, agent.RootSecret)
+		}
+		sec := &tlsv3.Secret{}
+		if err := a.UnmarshalTo(sec); err != nil {
+			return fmt.Errorf("secret %q: %w", name, err)
+		}
+		ca := sec.GetValidationContext().GetTrustedCa()
+		data := ca.GetInlineBytes()
+		if data == nil {
+			data = []byte(ca.GetInlineString())
+		}
+		if err := p.opts.Agent.SetBundle(data); err != nil {
+			return fmt.Errorf("secret %q: validation_context.trusted_ca: %w", name, err)
+		}
+	}
+	return nil
 }

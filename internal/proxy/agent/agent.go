@@ -192,6 +192,28 @@ func (a *Agent) Bundle() []byte {
 	return nil
 }
 
+// SetBundle replaces the trust bundle (the ROOTCA secret the control
+// plane pushes over SDS when its root rotates), so peers with
+// certificates from a new root are trusted before this proxy renews.
+func (a *Agent) SetBundle(pemData []byte) error {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemData) {
+		return errors.New("trust bundle: no PEM certificate found")
+	}
+	for {
+		cur := a.cur.Load()
+		if cur == nil {
+			return errors.New("trust bundle: no workload certificate yet")
+		}
+		next := *cur
+		next.roots, next.bundle = roots, pemData
+		if a.cur.CompareAndSwap(cur, &next) {
+			a.opts.Log.Info("trust bundle updated", "id", a.opts.ID.String())
+			return nil
+		}
+	}
+}
+
 // Run obtains the certificate and renews it at half its life until ctx
 // ends. Failures are retried with jittered back-off; the current
 // certificate keeps serving meanwhile.
@@ -275,10 +297,11 @@ func (a *Agent) fetch(ctx context.Context) error {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return fmt.Errorf("CreateCertificate: certificate does not verify against the trust bundle: %w", err)
 	}
-	a.cur.Store(&state{cert: &cert, leaf: leaf, roots: roots, bundle: bundle, renewAt: ca.RenewAt(leaf), notAfter: leaf.NotAfter})
+	renewAt := ca.RenewAt(leaf, time.Now())
+	a.cur.Store(&state{cert: &cert, leaf: leaf, roots: roots, bundle: bundle, renewAt: renewAt, notAfter: leaf.NotAfter})
 	if a.Rotations.Add(1) == 1 {
 		close(a.ready)
 	}
-	a.opts.Log.Info("workload certificate obtained", "id", a.opts.ID.String(), "expires", leaf.NotAfter.Format(time.RFC3339), "renew_at", ca.RenewAt(leaf).Format(time.RFC3339))
+	a.opts.Log.Info("workload certificate obtained", "id", a.opts.ID.String(), "expires", leaf.NotAfter.Format(time.RFC3339), "renew_at", renewAt.Format(time.RFC3339))
 	return nil
 }

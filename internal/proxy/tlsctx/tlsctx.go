@@ -20,8 +20,11 @@ package tlsctx
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -489,7 +492,7 @@ func CompileUpstream(a *anypb.Any, secrets Secrets) (*Client, error) {
 		if n != nil {
 			size = int(n.GetValue())
 		}
-		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(size)
+		cfg.ClientSessionCache = &certSessions{c: c, inner: tls.NewLRUClientSessionCache(size)}
 	}
 	cl.cfg = cfg
 	return cl, nil
@@ -518,7 +521,42 @@ type Server struct {
 	c          *common
 	requireSNI bool
 	cfg        *tls.Config
+	// ticketSecret, with the presented certificate, makes the session
+	// ticket key.
+	ticketSecret [32]byte
 }
+
+func (s *Server) ticketKey(cert *tls.Certificate) [32]byte {
+	h := sha256.New()
+	h.Write(s.ticketSecret[:])
+	if len(cert.Certificate) > 0 {
+		h.Write(cert.Certificate[0])
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// certSessions keys the client session cache by the certificate this side
+// presents: after a rotation, new connections make a full handshake with
+// the new certificate instead of resuming a session authenticated with
+// the old one (Envoy builds a new SSL context per secret update).
+type certSessions struct {
+	c     *common
+	inner tls.ClientSessionCache
+}
+
+func (s *certSessions) key(k string) string {
+	cert, err := s.c.certificate()
+	if err != nil || cert == nil || len(cert.Certificate) == 0 {
+		return k
+	}
+	sum := sha256.Sum256(cert.Certificate[0])
+	return hex.EncodeToString(sum[:8]) + "|" + k
+}
+
+func (s *certSessions) Get(k string) (*tls.ClientSessionState, bool) { return s.inner.Get(s.key(k)) }
+func (s *certSessions) Put(k string, cs *tls.ClientSessionState)     { s.inner.Put(s.key(k), cs) }
 
 // CompileDownstream compiles a DownstreamTlsContext.
 func CompileDownstream(a *anypb.Any, secrets Secrets) (*Server, error) {
@@ -537,6 +575,9 @@ func CompileDownstream(a *anypb.Any, secrets Secrets) (*Server, error) {
 		return nil, errors.New("typed_config.common_tls_context.tls_certificates: a server certificate is required")
 	}
 	s := &Server{c: c, requireSNI: d.GetRequireSni().GetValue()}
+	if _, err := rand.Read(s.ticketSecret[:]); err != nil {
+		return nil, fmt.Errorf("session ticket secret: %w", err)
+	}
 	cfg := c.base()
 	switch {
 	case d.GetRequireClientCertificate().GetValue():
@@ -566,6 +607,11 @@ func (s *Server) configFor(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	cfg := s.cfg.Clone()
 	cfg.GetConfigForClient = nil
 	cfg.Certificates = []tls.Certificate{*cert}
+	if !cfg.SessionTicketsDisabled {
+		// Tickets are sealed with a key bound to the certificate presented:
+		// after a rotation a resumed session would present the old one.
+		cfg.SetSessionTicketKeys([][32]byte{s.ticketKey(cert)})
+	}
 	if len(s.c.certs) > 1 {
 		cfg.Certificates = s.c.certs
 	}

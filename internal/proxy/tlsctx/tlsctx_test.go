@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -335,4 +336,67 @@ func (r *replay) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return r.Conn.Read(p)
+}
+
+// rotating is a Secrets whose certificate can change.
+type rotating struct {
+	mu sync.Mutex
+	secrets
+}
+
+func (r *rotating) set(s secrets) { r.mu.Lock(); r.secrets = s; r.mu.Unlock() }
+func (r *rotating) Certificate(name string) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.secrets.Certificate(name)
+}
+func (r *rotating) Roots(name string) (*x509.CertPool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.secrets.Roots(name)
+}
+
+// TestResumptionAfterRotation: sessions resume while certificates stay;
+// after either side renews, a new connection makes a full handshake and
+// presents the new certificates.
+func TestResumptionAfterRotation(t *testing.T) {
+	m := newMesh(t)
+	const client, server = "spiffe://cluster.local/ns/default/sa/sleep", "spiffe://cluster.local/ns/default/sa/httpbin"
+	cs, ss := &rotating{secrets: m.secrets(t, client)}, &rotating{secrets: m.secrets(t, server)}
+	srv, err := CompileDownstream(mustAny(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: istioMutual(), RequireClientCertificate: wrapperspb.Bool(true)}), ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With an SNI, sessions are cached by name (each handshake below has
+	// its own listener port).
+	cli, err := CompileUpstream(mustAny(t, &tlsv3.UpstreamTlsContext{Sni: "outbound_.8000_._.httpbin.default.svc.cluster.local", CommonTlsContext: istioMutual(server)}), cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func() *Conn {
+		t.Helper()
+		c, err := handshake(t, srv, cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := connect()
+	if again := connect(); !again.ConnectionState().DidResume {
+		t.Fatal("second connection with unchanged certificates did not resume")
+	}
+	for _, side := range []struct {
+		name string
+		r    *rotating
+		id   string
+	}{{"client", cs, client}, {"server", ss, server}} {
+		side.r.set(m.secrets(t, side.id))
+		c := connect()
+		if c.ConnectionState().DidResume {
+			t.Errorf("after the %s renewed: session resumed with the old certificate", side.name)
+		}
+		if side.name == "client" && c.Peer.SerialNumber.Cmp(first.Peer.SerialNumber) == 0 {
+			t.Errorf("after the client renewed: the server saw the old client certificate")
+		}
+	}
 }

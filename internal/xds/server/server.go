@@ -58,7 +58,9 @@ type Options struct {
 }
 
 // typeOrder lists the xDS types in the order proxies apply them.
-var typeOrder = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+// Secrets come last: only the mesh trust bundle (ROOTCA) is served, which
+// nothing else depends on.
+var typeOrder = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
 
 // Server is the xDS server.
 type Server struct {
@@ -490,6 +492,10 @@ func (s *Server) Status() []ProxyStatus {
 	for id, p := range s.proxies {
 		st := ProxyStatus{ID: id, Cluster: p.node.GetCluster(), ConnectedAt: p.connectedAt, Version: p.version, Types: map[string]string{}, Error: p.genErr}
 		for _, t := range typeOrder {
+			if t == resourcev3.SecretType && p.sent[t] == "" && p.nack[t] == "" {
+				// Only proxies holding a certificate take secrets.
+				continue
+			}
 			switch {
 			case p.nack[t] != "":
 				st.Types[shortType(t)] = "NACK: " + p.nack[t]
