@@ -343,59 +343,52 @@ func (c *Compiled) selectBy(in []*chain, f func(*chain) (match, specific bool)) 
 // exact name, else the longest matching wildcard, else those without
 // server_names.
 func selectServerName(in []*chain, sni string) []*chain {
-	bestLen := -1 // -1: no server_names; len+1 for wildcards; 1<<20 exact
-	var out []*chain
-	for _, ch := range in {
-		l := -1
-		if ch.serverNames != nil {
-			l = -2
-			for _, n := range ch.serverNames {
-				switch {
-				case n == sni:
-					l = 1 << 20
-				case strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:]) && len(sni) > len(n)-1:
-					l = max(l, len(n))
-				}
-			}
-			if l == -2 {
-				continue
+	return selectBest(in, func(ch *chain) (int, bool) {
+		if ch.serverNames == nil {
+			return -1, true
+		}
+		score, ok := -1, false
+		for _, n := range ch.serverNames {
+			switch {
+			case n == sni:
+				return 1 << 20, true
+			case strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:]) && len(sni) > len(n)-1:
+				score, ok = max(score, len(n)), true
 			}
 		}
-		switch {
-		case l > bestLen:
-			bestLen = l
-			out = []*chain{ch}
-		case l == bestLen:
-			out = append(out, ch)
-		}
-	}
-	return out
+		return score, ok
+	})
 }
 
+// selectPrefix keeps the chains whose longest matching prefix range is the
+// longest, else those without prefix_ranges.
 func (c *Compiled) selectPrefix(in []*chain, ip netip.Addr) []*chain {
-	bestLen := -1
-	var out []*chain
-	for _, ch := range in {
-		l := -1
+	return selectBest(in, func(ch *chain) (int, bool) {
 		if ch.prefixes == nil {
-			l = -1
-		} else {
-			matched := false
-			for _, p := range ch.prefixes {
-				if p.Contains(ip.Unmap()) && p.Bits() > l {
-					l = p.Bits()
-					matched = true
-				}
-			}
-			if !matched {
-				continue
+			return -1, true
+		}
+		score, ok := -1, false
+		for _, p := range ch.prefixes {
+			if p.Contains(ip.Unmap()) {
+				score, ok = max(score, p.Bits()), true
 			}
 		}
+		return score, ok
+	})
+}
+
+// selectBest keeps the matching chains with the highest score.
+func selectBest(in []*chain, score func(*chain) (int, bool)) []*chain {
+	best := -2
+	var out []*chain
+	for _, ch := range in {
+		l, ok := score(ch)
 		switch {
-		case l > bestLen:
-			bestLen = l
+		case !ok:
+		case l > best:
+			best = l
 			out = []*chain{ch}
-		case l == bestLen:
+		case l == best:
 			out = append(out, ch)
 		}
 	}

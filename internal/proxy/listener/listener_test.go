@@ -862,3 +862,42 @@ func TestListenerUpdateDrainsChangedChains(t *testing.T) {
 		t.Errorf("new connection: %q, want two", b)
 	}
 }
+
+// TestMatchServerNameAndTransport: with the tls_inspector, server_names
+// (exact before the longest wildcard, before none) and transport_protocol
+// pick the chain, after destination port and IP.
+func TestMatchServerNameAndTransport(t *testing.T) {
+	tlsInspector := &listenerv3.ListenerFilter{Name: "envoy.filters.listener.tls_inspector",
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}}
+	l := lis(
+		fc("exact", &listenerv3.FilterChainMatch{ServerNames: []string{"api.example.com"}}),
+		fc("wild", &listenerv3.FilterChainMatch{ServerNames: []string{"*.example.com"}}),
+		fc("wilder", &listenerv3.FilterChainMatch{ServerNames: []string{"*.b.example.com"}}),
+		fc("tls", &listenerv3.FilterChainMatch{TransportProtocol: "tls"}),
+		fc("plain", &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"}),
+	)
+	l.ListenerFilters = []*listenerv3.ListenerFilter{tlsInspector}
+	c, err := Compile(l, deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ci   connInfo
+		want string
+	}{
+		{connInfo{transport: "tls", sni: "api.example.com"}, "exact"},
+		{connInfo{transport: "tls", sni: "www.example.com"}, "wild"},
+		{connInfo{transport: "tls", sni: "a.b.example.com"}, "wilder"},
+		{connInfo{transport: "tls", sni: "example.com"}, "tls"},
+		{connInfo{transport: "tls"}, "tls"},
+		{connInfo{transport: "raw_buffer"}, "plain"},
+	} {
+		got := ""
+		if ch := c.match(netip.MustParseAddrPort("10.0.0.1:443"), tc.ci); ch != nil {
+			got = ch.name
+		}
+		if got != tc.want {
+			t.Errorf("match(%+v) = %q, want %q", tc.ci, got, tc.want)
+		}
+	}
+}
