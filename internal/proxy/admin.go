@@ -39,6 +39,7 @@ func (p *Proxy) startAdmin(ctx context.Context) (string, error) {
 		mux.HandleFunc("GET /stats", p.handleStats)
 		mux.HandleFunc("GET /ready", p.handleReady)
 		mux.HandleFunc("GET /server_info", p.handleServerInfo)
+		mux.HandleFunc("GET /certs", p.handleCerts)
 		mux.HandleFunc("POST /quitquitquit", p.handleQuit)
 		mux.HandleFunc("POST /drain_listeners", p.handleDrain)
 		// Go's profiler, for the profiles the performance work is driven by.

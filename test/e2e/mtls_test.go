@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -38,6 +39,23 @@ func TestMutualTLSBetweenSidecars(t *testing.T) {
 	if !strings.Contains(xfcc, "By=spiffe://cluster.local/ns/default/sa/reviews;") ||
 		!strings.Contains(xfcc, ";URI=spiffe://cluster.local/ns/default/sa/productpage") {
 		t.Errorf("x-forwarded-client-cert = %q, want the server (By) and the client (URI) identities", xfcc)
+	}
+	// The admin /certs shows the workload certificate and the trust bundle.
+	var certs struct {
+		Certificates []struct {
+			CACert []struct {
+				SerialNumber string `json:"serial_number"`
+			} `json:"ca_cert"`
+			CertChain []struct {
+				SubjectAltNames []map[string]string `json:"subject_alt_names"`
+				DaysUntilExpiry int                 `json:"days_until_expiration"`
+			} `json:"cert_chain"`
+		} `json:"certificates"`
+	}
+	if _, body, err := get(reviews.Admin, "/certs"); err != nil || json.Unmarshal([]byte(body), &certs) != nil ||
+		len(certs.Certificates) != 1 || len(certs.Certificates[0].CACert) != 1 || len(certs.Certificates[0].CertChain) != 1 ||
+		certs.Certificates[0].CertChain[0].SubjectAltNames[0]["uri"] != "spiffe://cluster.local/ns/default/sa/reviews" {
+		t.Errorf("/certs: %v\n%s", err, body)
 	}
 	// PERMISSIVE by default: plaintext from a proxy without identity works,
 	// and carries no client certificate.
