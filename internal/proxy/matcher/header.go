@@ -8,9 +8,9 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/header"
 )
 
-// Request is the part of an HTTP request that header matchers read. Its
-// fields are those of route.Request, in the same order, so a
-// *route.Request converts to a *Request without copying.
+// Request is the part of an HTTP request that matchers read; the proxy
+// fills it from HTTP/1.1 or HTTP/2. The router's route.Request is this
+// type, so the router and the filters share one request value.
 type Request struct {
 	Method    string
 	Authority string      // Host / :authority as received, may carry a port
@@ -51,14 +51,50 @@ func pseudoOf(name string) pseudo {
 	return notPseudo
 }
 
-// lookup returns the header's values joined with ",", as Envoy's
-// getAllOfHeaderAsString; a single value is returned without copying. An
-// empty pseudo-header counts as absent (Request leaves absent ones empty).
-func (r *Request) lookup(name string, p pseudo) (string, bool) {
+// HeaderName names a request header, resolved once (lower-cased, and
+// whether it is a pseudo-header) so that lookups on the request path do
+// not compare pseudo-header names.
+type HeaderName struct {
+	Name  string // lower case
+	field pseudo
+}
+
+// NewHeaderName resolves name, in any case.
+func NewHeaderName(name string) HeaderName {
+	n := header.Lower(name)
+	return HeaderName{Name: n, field: pseudoOf(n)}
+}
+
+// IsPseudo reports whether the header is one that Request keeps in a field
+// (:method, :authority or host, :path, :scheme) or another pseudo-header,
+// which Request does not keep.
+func (h HeaderName) IsPseudo() bool { return h.field != notPseudo }
+
+// Available reports whether a Request can carry the header: a regular
+// header, or one of the pseudo-headers Request keeps in a field.
+func (h HeaderName) Available() bool { return h.field != pseudoUnknown }
+
+// First returns the header's first value. An empty pseudo-header counts as
+// absent (Request leaves absent ones empty).
+func (h HeaderName) First(r *Request) (string, bool) {
+	if h.field == notPseudo {
+		return r.Headers.Get(h.Name)
+	}
+	return h.pseudoValue(r)
+}
+
+// Joined returns the header's values joined with ",", as Envoy's
+// getAllOfHeaderAsString; a single value is returned without copying.
+func (h HeaderName) Joined(r *Request) (string, bool) {
+	if h.field == notPseudo {
+		return joined(r.Headers, h.Name)
+	}
+	return h.pseudoValue(r)
+}
+
+func (h HeaderName) pseudoValue(r *Request) (string, bool) {
 	var v string
-	switch p {
-	case notPseudo:
-		return joined(r.Headers, name)
+	switch h.field {
 	case pseudoMethod:
 		v = r.Method
 	case pseudoAuthority:
@@ -74,7 +110,7 @@ func (r *Request) lookup(name string, p pseudo) (string, bool) {
 // Header returns the value of a request header (or pseudo-header, by its
 // HTTP/2 name), several lines joined with ",". name is lower case.
 func (r *Request) Header(name string) (string, bool) {
-	return r.lookup(name, pseudoOf(name))
+	return HeaderName{Name: name, field: pseudoOf(name)}.Joined(r)
 }
 
 func joined(hs header.List, name string) (string, bool) {
@@ -120,7 +156,7 @@ const (
 // Header is a compiled envoy.config.route.v3.HeaderMatcher. Build one with
 // NewHeader; the exported fields let other compiled forms reuse MatchValue.
 type Header struct {
-	Name           string // lower case
+	HeaderName
 	Kind           HeaderKind
 	Present        bool   // HeaderPresent: whether the header must be present
 	Exact          string // HeaderExact; "" matches any value, as in Envoy
@@ -128,17 +164,14 @@ type Header struct {
 	String         String // HeaderString
 	Invert         bool
 	MissingAsEmpty bool // treat_missing_header_as_empty
-
-	field pseudo
 }
 
 // NewHeader compiles hm; p is its field path for errors. Pseudo-headers
 // other than :method, :authority, :path and :scheme are refused: the proxy
 // does not keep them, so a matcher on them could never see a value.
 func NewHeader(hm *routev3.HeaderMatcher, p string) (Header, error) {
-	h := Header{Name: header.Lower(hm.GetName()), Invert: hm.GetInvertMatch(), MissingAsEmpty: hm.GetTreatMissingHeaderAsEmpty()}
-	h.field = pseudoOf(h.Name)
-	if h.field == pseudoUnknown {
+	h := Header{HeaderName: NewHeaderName(hm.GetName()), Invert: hm.GetInvertMatch(), MissingAsEmpty: hm.GetTreatMissingHeaderAsEmpty()}
+	if !h.Available() {
 		return h, errf(p+".name", "pseudo-header %q cannot be matched: only :method, :authority, :path and :scheme are available", hm.GetName())
 	}
 	var err error
@@ -170,7 +203,7 @@ func NewHeader(hm *routev3.HeaderMatcher, p string) (Header, error) {
 
 // Match reports whether r matches.
 func (h *Header) Match(r *Request) bool {
-	v, ok := r.lookup(h.Name, h.field)
+	v, ok := h.Joined(r)
 	return h.MatchValue(v, ok)
 }
 

@@ -17,9 +17,9 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/route"
 )
 
-// A *route.Request must convert to a *matcher.Request: the router and the
-// filters share one request value.
-var _ = (*matcher.Request)(&route.Request{})
+// route.Request is matcher.Request: the router and the filters share one
+// request value.
+var _ *matcher.Request = &route.Request{}
 
 func exact(s string) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
@@ -27,6 +27,21 @@ func exact(s string) *matcherv3.StringMatcher {
 
 func regex(s string) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: s}}}
+}
+
+// expectMatches checks match on values that must and must not match.
+func expectMatches(t *testing.T, match func(string) bool, yes, no []string) {
+	t.Helper()
+	for _, v := range yes {
+		if !match(v) {
+			t.Errorf("%q does not match", v)
+		}
+	}
+	for _, v := range no {
+		if match(v) {
+			t.Errorf("%q matches", v)
+		}
+	}
 }
 
 func TestString(t *testing.T) {
@@ -61,16 +76,7 @@ func TestString(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, v := range tc.yes {
-				if !s.Match(v) {
-					t.Errorf("%q does not match", v)
-				}
-			}
-			for _, v := range tc.no {
-				if s.Match(v) {
-					t.Errorf("%q matches", v)
-				}
-			}
+			expectMatches(t, s.Match, tc.yes, tc.no)
 		})
 	}
 }
@@ -192,6 +198,88 @@ func TestPath(t *testing.T) {
 	}
 	if _, err := matcher.NewPath(&matcherv3.PathMatcher{}, "p"); err == nil {
 		t.Error("PathMatcher without rule accepted")
+	}
+}
+
+func TestRoutePath(t *testing.T) {
+	fold := func(m *routev3.RouteMatch) *routev3.RouteMatch { m.CaseSensitive = wrapperspb.Bool(false); return m }
+	prefix := func(s string) *routev3.RouteMatch {
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: s}}
+	}
+	path := func(s string) *routev3.RouteMatch {
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: s}}
+	}
+	sep := func(s string) *routev3.RouteMatch {
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: s}}
+	}
+	re := func(s string) *routev3.RouteMatch {
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: s}}}
+	}
+	cases := []struct {
+		name string
+		m    *routev3.RouteMatch
+		yes  []string
+		no   []string
+	}{
+		{"prefix", prefix("/api"), []string{"/api", "/api/v1", "/apix"}, []string{"/API", "/ap", ""}},
+		{"prefix case insensitive", fold(prefix("/Api")), []string{"/api/v1", "/API"}, []string{"/ap"}},
+		{"empty prefix", prefix(""), []string{"", "/"}, nil},
+		{"path", path("/a/b"), []string{"/a/b"}, []string{"/a/B", "/a/bc", "/a"}},
+		{"path case insensitive", fold(path("/a/B")), []string{"/A/b"}, []string{"/a/bc"}},
+		{"separated prefix", sep("/v1"), []string{"/v1", "/v1/", "/v1/x"}, []string{"/v10", "/V1/x", "/v"}},
+		{"separated prefix case insensitive", fold(sep("/v1")), []string{"/V1/x"}, []string{"/V10"}},
+		// case_sensitive does not apply to safe_regex, which matches the whole path.
+		{"regex", fold(re("/r/[a-z]+")), []string{"/r/abc"}, []string{"/r/ABC", "/r/abc/", "x/r/abc"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := matcher.NewRoutePath(tc.m, "match")
+			if err != nil {
+				t.Fatal(err)
+			}
+			expectMatches(t, r.Match, tc.yes, tc.no)
+		})
+	}
+	for _, tc := range []struct {
+		m    *routev3.RouteMatch
+		want string
+	}{
+		{re("("), "match.safe_regex.regex: invalid RE2"},
+		{&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_ConnectMatcher_{}}, "match: path_specifier is not supported by amime"},
+		{&routev3.RouteMatch{}, "match: path_specifier is not supported by amime"},
+	} {
+		if _, err := matcher.NewRoutePath(tc.m, "match"); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("error = %v, want prefix %q", err, tc.want)
+		}
+	}
+}
+
+func TestHeaderName(t *testing.T) {
+	req := &matcher.Request{Method: "GET", Authority: "a:80", Headers: header.List{{Name: "x-m", Value: "1"}, {Name: "x-m", Value: "2"}}}
+	cases := []struct {
+		name          string
+		pseudo, known bool
+		first, joined string
+		present       bool
+	}{
+		{"X-M", false, true, "1", "1,2", true},
+		{"x-none", false, true, "", "", false},
+		{":method", true, true, "GET", "GET", true},
+		{"Host", true, true, "a:80", "a:80", true},
+		{":path", true, true, "", "", false}, // empty pseudo-header: absent
+		{":protocol", true, false, "", "", false},
+	}
+	for _, tc := range cases {
+		h := matcher.NewHeaderName(tc.name)
+		if h.IsPseudo() != tc.pseudo || h.Available() != tc.known {
+			t.Errorf("%s: IsPseudo %v Available %v", tc.name, h.IsPseudo(), h.Available())
+		}
+		if v, ok := h.First(req); v != tc.first || ok != tc.present {
+			t.Errorf("%s: First = %q, %v", tc.name, v, ok)
+		}
+		if v, ok := h.Joined(req); v != tc.joined || ok != tc.present {
+			t.Errorf("%s: Joined = %q, %v", tc.name, v, ok)
+		}
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package matcher holds compiled forms of Envoy's generic matchers, shared by
 // the router and the filters: envoy.type.matcher.v3 StringMatcher,
 // PathMatcher, ValueMatcher and MetadataMatcher, envoy.config.route.v3
-// HeaderMatcher and envoy.config.core.v3 CidrRange.
+// HeaderMatcher and RouteMatch path specifiers, envoy.config.core.v3
+// CidrRange; and the request they read.
 //
 // Constructors validate what protoc-gen-validate does not (regexes, CIDR
 // addresses, pseudo-header names) and return an *Error naming the field
@@ -22,7 +23,8 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/header"
 )
 
-// Error is a matcher configuration error at a field path.
+// Error is a configuration error at a field path; the router reports its
+// own errors with it too (route.Error).
 type Error struct {
 	Path   string
 	Reason string

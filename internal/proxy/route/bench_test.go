@@ -6,6 +6,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -128,6 +130,79 @@ func TestSelectDoesNotAllocate(t *testing.T) {
 	for i, req := range benchRequests() {
 		if n := testing.AllocsPerRun(100, func() { tab.Select(req, uint64(i)) }); n != 0 {
 			t.Errorf("request %d (%s%s): %v allocs", i, req.Authority, req.Path, n)
+		}
+	}
+}
+
+// matchersConfig exercises the matcher kinds benchConfig leaves out: exact
+// and separated-prefix paths (case-insensitive), safe_regex, present, range
+// and case-insensitive suffix header matchers, a pseudo-header matcher, a
+// query parameter, and a catch-all routed by cluster_header.
+func matchersConfig() *routev3.RouteConfiguration {
+	fold := func(m *routev3.RouteMatch) *routev3.RouteMatch { m.CaseSensitive = wrapperspb.Bool(false); return m }
+	withHeaders := func(m *routev3.RouteMatch, hs ...*routev3.HeaderMatcher) *routev3.RouteMatch {
+		m.Headers = hs
+		return m
+	}
+	suffix := &matcherv3.StringMatcher{IgnoreCase: true, MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: ".example"}}
+	query := prefixMatch("/search")
+	query.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "q", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: exactStr("go")}}}
+	byHeader := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_ClusterHeader{ClusterHeader: "x-cluster"}}
+	return config(vhost("m", []string{"*"},
+		fwdRoute("exact", fold(pathMatch("/Exact/Path")), toCluster("a")),
+		fwdRoute("sep", fold(sepPrefixMatch("/Sep")), toCluster("a")),
+		fwdRoute("regex", regexMatch(`/items/[0-9]+`), toCluster("a")),
+		fwdRoute("present", withHeaders(prefixMatch("/p"), &routev3.HeaderMatcher{Name: "x-present"}), toCluster("a")),
+		fwdRoute("range", withHeaders(prefixMatch("/r"), &routev3.HeaderMatcher{Name: "x-n",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{Start: 10, End: 20}}}), toCluster("a")),
+		fwdRoute("suffix", withHeaders(prefixMatch("/s"), strMatch("origin", suffix)), toCluster("a")),
+		fwdRoute("method", withHeaders(prefixMatch("/m"), strMatch(":method", exactStr("POST"))), toCluster("a")),
+		fwdRoute("query", query, toCluster("a")),
+		fwdRoute("header", prefixMatch("/"), byHeader),
+	))
+}
+
+// matchersRequests are requests for matchersConfig, each with the route it
+// selects.
+func matchersRequests() ([]*Request, []string) {
+	return []*Request{
+			get("h", "/exact/PATH?x=1"),
+			get("h", "/sep/more"),
+			get("h", "/items/42"),
+			get("h", "/search?a=b&q=go"),
+			get("h", "/range", "x-n", " 15"),
+			get("h", "/s", "origin", "https://A.EXAMPLE"),
+			get("h", "/other", "x-cluster", "c", "origin", "https://A.EXAMPLE", "x-n", "25"),
+		},
+		[]string{"exact", "sep", "regex", "query", "range", "suffix", "header"}
+}
+
+func BenchmarkSelectMatchers(b *testing.B) {
+	tab, err := Compile(matchersConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs, _ := matchersRequests()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := reqs[i%len(reqs)]
+		r := tab.Select(req, 0)
+		if r == nil || r.ClusterName(req) == "" {
+			b.Fatal("no route")
+		}
+	}
+}
+
+func TestMatchersConfigRouting(t *testing.T) {
+	tab := mustCompile(t, matchersConfig())
+	reqs, want := matchersRequests()
+	for i, req := range reqs {
+		if r := tab.Select(req, 0); routeName(r) != want[i] {
+			t.Errorf("%s: route %s, want %s", req.Path, routeName(r), want[i])
+		}
+		if n := testing.AllocsPerRun(100, func() { tab.Select(req, 0).ClusterName(req) }); n != 0 {
+			t.Errorf("%s: %v allocs", req.Path, n)
 		}
 	}
 }

@@ -20,22 +20,14 @@ import (
 
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/header"
+	"github.com/amime-mesh/amime/internal/proxy/matcher"
 )
 
 // Error is a configuration Compile rejects; Path names the field the way
 // Envoy-style config errors do, e.g.
-// "virtual_hosts[1].routes[0].match.safe_regex.regex".
-type Error struct {
-	Path   string
-	Reason string
-}
-
-func (e *Error) Error() string {
-	if e.Path == "" {
-		return e.Reason
-	}
-	return e.Path + ": " + e.Reason
-}
+// "virtual_hosts[1].routes[0].match.safe_regex.regex". It is the matcher
+// package's error type, so that the matchers' errors need no conversion.
+type Error = matcher.Error
 
 func errf(path, format string, args ...any) error {
 	return &Error{Path: path, Reason: fmt.Sprintf(format, args...)}
@@ -274,30 +266,19 @@ func (c *compiler) route(r *routev3.Route, vh *virtualHost, vhRetry *routev3.Ret
 }
 
 func (c *compiler) match(m *routeMatch, rm *routev3.RouteMatch, p string) error {
-	// case_sensitive applies to prefix, path and path_separated_prefix only;
-	// Envoy ignores it for safe_regex.
-	m.ignoreCase = rm.CaseSensitive != nil && !rm.CaseSensitive.Value
-	switch s := rm.PathSpecifier.(type) {
-	case *routev3.RouteMatch_Prefix:
-		m.kind, m.value = matchPrefix, s.Prefix
-	case *routev3.RouteMatch_Path:
-		m.kind, m.value = matchPath, s.Path
-	case *routev3.RouteMatch_SafeRegex:
-		re, err := compileRegex(s.SafeRegex.GetRegex(), p+".safe_regex.regex", true)
-		if err != nil {
+	if _, ok := rm.PathSpecifier.(*routev3.RouteMatch_ConnectMatcher_); ok {
+		m.connect = true
+	} else {
+		var err error
+		if m.path, err = matcher.NewRoutePath(rm, p); err != nil {
 			return err
 		}
-		m.kind, m.re, m.ignoreCase = matchRegex, re, false
-	case *routev3.RouteMatch_ConnectMatcher_:
-		m.kind, m.ignoreCase = matchConnect, false
-	case *routev3.RouteMatch_PathSeparatedPrefix:
-		m.kind, m.value = matchSeparatedPrefix, s.PathSeparatedPrefix
-	default:
-		return errf(p, "path_specifier is not supported by amime")
+		s := &m.path.String
+		m.plain = s.Kind == matcher.Prefix && !s.IgnoreCase && !m.path.Separated
 	}
 	m.grpc = rm.Grpc != nil
 	for i, hm := range rm.Headers {
-		h, err := headerMatch(hm, fmt.Sprintf("%s.headers[%d]", p, i))
+		h, err := matcher.NewHeader(hm, fmt.Sprintf("%s.headers[%d]", p, i))
 		if err != nil {
 			return err
 		}
@@ -307,7 +288,7 @@ func (c *compiler) match(m *routeMatch, rm *routev3.RouteMatch, p string) error 
 		q := queryMatcher{name: qm.Name}
 		switch s := qm.QueryParameterMatchSpecifier.(type) {
 		case *routev3.QueryParameterMatcher_StringMatch:
-			sm, err := stringMatch(s.StringMatch, fmt.Sprintf("%s.query_parameters[%d].string_match", p, i))
+			sm, err := matcher.NewString(s.StringMatch, fmt.Sprintf("%s.query_parameters[%d].string_match", p, i))
 			if err != nil {
 				return err
 			}
@@ -320,85 +301,8 @@ func (c *compiler) match(m *routeMatch, rm *routev3.RouteMatch, p string) error 
 	return nil
 }
 
-func headerMatch(hm *routev3.HeaderMatcher, p string) (headerMatcher, error) {
-	h := headerMatcher{ref: newHeaderRef(hm.Name), invert: hm.InvertMatch, missingAsEmpty: hm.TreatMissingHeaderAsEmpty}
-	if h.ref.pseudo == pseudoUnknown {
-		return h, errf(p+".name", "pseudo-header %q cannot be matched: only :method, :authority, :path and :scheme are available", hm.Name)
-	}
-	var err error
-	switch s := hm.HeaderMatchSpecifier.(type) {
-	case *routev3.HeaderMatcher_ExactMatch:
-		h.kind, h.legacy = hdrLegacyExact, s.ExactMatch
-	case *routev3.HeaderMatcher_SafeRegexMatch:
-		h.kind, h.str.kind = hdrString, strRegex
-		h.str.re, err = compileRegex(s.SafeRegexMatch.GetRegex(), p+".safe_regex_match.regex", true)
-	case *routev3.HeaderMatcher_RangeMatch:
-		h.kind, h.start, h.end = hdrRange, s.RangeMatch.GetStart(), s.RangeMatch.GetEnd()
-	case *routev3.HeaderMatcher_PresentMatch:
-		h.kind, h.present = hdrPresent, s.PresentMatch
-	case *routev3.HeaderMatcher_PrefixMatch:
-		h.kind, h.str = hdrString, stringMatcher{kind: strPrefix, value: s.PrefixMatch}
-	case *routev3.HeaderMatcher_SuffixMatch:
-		h.kind, h.str = hdrString, stringMatcher{kind: strSuffix, value: s.SuffixMatch}
-	case *routev3.HeaderMatcher_ContainsMatch:
-		h.kind, h.str = hdrString, stringMatcher{kind: strContains, value: s.ContainsMatch}
-	case *routev3.HeaderMatcher_StringMatch:
-		h.kind = hdrString
-		h.str, err = stringMatch(s.StringMatch, p+".string_match")
-	default:
-		// No specifier: Envoy matches on presence.
-		h.kind, h.present = hdrPresent, true
-	}
-	return h, err
-}
-
-func stringMatch(sm *matcherv3.StringMatcher, p string) (stringMatcher, error) {
-	s := stringMatcher{ignoreCase: sm.IgnoreCase}
-	switch m := sm.MatchPattern.(type) {
-	case *matcherv3.StringMatcher_Exact:
-		s.kind, s.value = strExact, m.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		s.kind, s.value = strPrefix, m.Prefix
-	case *matcherv3.StringMatcher_Suffix:
-		s.kind, s.value = strSuffix, m.Suffix
-	case *matcherv3.StringMatcher_Contains:
-		s.kind, s.value = strContains, m.Contains
-		if s.ignoreCase {
-			s.value = header.Lower(s.value)
-		}
-	case *matcherv3.StringMatcher_SafeRegex:
-		if sm.IgnoreCase {
-			return s, errf(p, "ignore_case has no effect for safe_regex.")
-		}
-		re, err := compileRegex(m.SafeRegex.GetRegex(), p+".safe_regex.regex", true)
-		if err != nil {
-			return s, err
-		}
-		s.kind, s.re = strRegex, re
-	default:
-		return s, errf(p, "match_pattern is not supported by amime")
-	}
-	return s, nil
-}
-
-// compileRegex compiles an RE2 expression with Go's regexp (RE2 syntax);
-// anchored makes it match the whole input, as Envoy's safe_regex matchers
-// use RE2::FullMatch.
-func compileRegex(expr, p string, anchored bool) (*regexp.Regexp, error) {
-	re, err := regexp.Compile(expr)
-	if err != nil {
-		return nil, errf(p, "invalid RE2: %v", err)
-	}
-	if anchored {
-		if re, err = regexp.Compile(`^(?:` + expr + `)$`); err != nil {
-			return nil, errf(p, "invalid RE2: %v", err)
-		}
-	}
-	return re, nil
-}
-
 func regexRewrite(rr *matcherv3.RegexMatchAndSubstitute, p string) (*regexp.Regexp, string, error) {
-	re, err := compileRegex(rr.GetPattern().GetRegex(), p+".pattern.regex", false)
+	re, err := matcher.CompileRegex(rr.GetPattern().GetRegex(), p+".pattern.regex", false)
 	if err != nil {
 		return nil, "", err
 	}
@@ -415,7 +319,7 @@ func (c *compiler) forward(e *entry, ra *routev3.RouteAction, vhRetry *routev3.R
 		e.cluster = cs.Cluster
 		c.clusters[cs.Cluster] = struct{}{}
 	case *routev3.RouteAction_ClusterHeader:
-		e.clusterHeader = newHeaderRef(cs.ClusterHeader)
+		e.clusterHeader = matcher.NewHeaderName(cs.ClusterHeader)
 	case *routev3.RouteAction_WeightedClusters:
 		if err := c.weighted(e, cs.WeightedClusters, p+".weighted_clusters"); err != nil {
 			return err
@@ -450,7 +354,7 @@ func (c *compiler) forward(e *entry, ra *routev3.RouteAction, vhRetry *routev3.R
 		e.autoHost = h.AutoHostRewrite.GetValue()
 	case *routev3.RouteAction_HostRewriteHeader:
 		if h.HostRewriteHeader != "" {
-			e.hostHeader = newHeaderRef(h.HostRewriteHeader)
+			e.hostHeader = matcher.NewHeaderName(h.HostRewriteHeader)
 		}
 	}
 	if err := c.timeouts(&e.timeouts, ra, p); err != nil {
@@ -586,7 +490,7 @@ func (c *compiler) weighted(e *entry, wc *routev3.WeightedCluster, p string) err
 		if cw.Name != "" {
 			c.clusters[cw.Name] = struct{}{}
 		} else {
-			x.header = newHeaderRef(cw.ClusterHeader)
+			x.header = matcher.NewHeaderName(cw.ClusterHeader)
 		}
 		var err error
 		if x.req, err = c.mutation(cw.RequestHeadersToAdd, cw.RequestHeadersToRemove, cp+".request_headers_to_add", cp+".request_headers_to_remove"); err != nil {

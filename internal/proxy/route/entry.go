@@ -1,12 +1,11 @@
 package route
 
 import (
-	"strings"
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
-	"github.com/amime-mesh/amime/internal/proxy/header"
+	"github.com/amime-mesh/amime/internal/proxy/matcher"
 )
 
 // entry is one compiled envoy.config.route.v3.Route.
@@ -23,14 +22,14 @@ type entry struct {
 	// Forward.
 	single          *Route // the Route returned when not weighted
 	cluster         string
-	clusterHeader   headerRef
+	clusterHeader   matcher.HeaderName
 	clusterNotFound int
 	weighted        []*Route // one per ClusterWeight, in configuration order
 	ends            []uint64 // cumulative weights, parallel to weighted
 	total           uint64
 	rewrite         pathRewrite
 	hostLiteral     string
-	hostHeader      headerRef
+	hostHeader      matcher.HeaderName
 	autoHost        bool
 	timeouts        Timeouts
 	retry           *routev3.RetryPolicy
@@ -51,7 +50,7 @@ type entry struct {
 // between the clusters of one route.
 type clusterWeight struct {
 	name        string
-	header      headerRef
+	header      matcher.HeaderName
 	weight      uint32
 	hostLiteral string
 	req, resp   *mutation
@@ -129,13 +128,13 @@ func (r *Route) ClusterName(req *Request) string {
 		if r.wc.name != "" {
 			return r.wc.name
 		}
-		v, _ := r.wc.header.first(req)
+		v, _ := r.wc.header.First(req)
 		return v
 	}
 	if r.e.cluster != "" {
 		return r.e.cluster
 	}
-	v, _ := r.e.clusterHeader.first(req)
+	v, _ := r.e.clusterHeader.First(req)
 	return v
 }
 
@@ -183,8 +182,8 @@ func (r *Route) RewriteHost(req *Request) (string, bool) {
 	if e.hostLiteral != "" {
 		return e.hostLiteral, true
 	}
-	if e.hostHeader.name != "" {
-		if v, _ := e.hostHeader.first(req); v != "" {
+	if e.hostHeader.Name != "" {
+		if v, _ := e.hostHeader.First(req); v != "" {
 			return v, true
 		}
 	}
@@ -284,104 +283,4 @@ func (r *Route) PerFilterConfigs(name string) []any {
 		}
 	}
 	return out
-}
-
-// pseudo identifies the request fields that stand for HTTP/2 pseudo-headers.
-type pseudo uint8
-
-const (
-	notPseudo pseudo = iota
-	pseudoMethod
-	pseudoAuthority
-	pseudoPath
-	pseudoScheme
-	pseudoUnknown
-)
-
-// pseudoOf maps a lower-case header name to the request field it reads.
-// "host" is :authority, as in Envoy's request header map, where the legacy
-// Host name is an alias of :authority.
-func pseudoOf(name string) pseudo {
-	switch name {
-	case ":method":
-		return pseudoMethod
-	case ":authority", "host":
-		return pseudoAuthority
-	case ":path":
-		return pseudoPath
-	case ":scheme":
-		return pseudoScheme
-	}
-	if strings.HasPrefix(name, ":") {
-		return pseudoUnknown
-	}
-	return notPseudo
-}
-
-// headerRef names a request header, resolved at Compile.
-type headerRef struct {
-	name   string // lower case
-	pseudo pseudo
-}
-
-func newHeaderRef(name string) headerRef {
-	n := header.Lower(name)
-	return headerRef{name: n, pseudo: pseudoOf(n)}
-}
-
-func (h headerRef) pseudoValue(req *Request) (string, bool) {
-	var v string
-	switch h.pseudo {
-	case pseudoMethod:
-		v = req.Method
-	case pseudoAuthority:
-		v = req.Authority
-	case pseudoPath:
-		v = req.Path
-	case pseudoScheme:
-		v = req.Scheme
-	}
-	return v, v != ""
-}
-
-// first returns the first value of the header in req.
-func (h headerRef) first(req *Request) (string, bool) {
-	if h.pseudo != notPseudo {
-		return h.pseudoValue(req)
-	}
-	return req.Headers.Get(h.name)
-}
-
-// joined returns all values of the header joined with ",", as Envoy's
-// getAllOfHeaderAsString; a single value is returned without copying.
-func (h headerRef) joined(req *Request) (string, bool) {
-	if h.pseudo != notPseudo {
-		return h.pseudoValue(req)
-	}
-	hs := req.Headers
-	first, n := -1, 0
-	for i := range hs {
-		if hs[i].Name == h.name {
-			if first < 0 {
-				first = i
-			}
-			n++
-		}
-	}
-	switch n {
-	case 0:
-		return "", false
-	case 1:
-		return hs[first].Value, true
-	}
-	var b strings.Builder
-	for i := first; i < len(hs); i++ {
-		if hs[i].Name == h.name {
-			if i != first {
-				b.WriteByte(',')
-			}
-			b.WriteString(hs[i].Value)
-		}
-	}
-	return b.String(), true
 }

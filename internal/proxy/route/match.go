@@ -1,45 +1,45 @@
 package route
 
 import (
-	"regexp"
 	"strings"
 
-	"github.com/amime-mesh/amime/internal/proxy/header"
 	"github.com/amime-mesh/amime/internal/proxy/matcher"
-)
-
-type matchKind uint8
-
-const (
-	matchPrefix matchKind = iota
-	matchPath
-	matchRegex
-	matchConnect
-	matchSeparatedPrefix
 )
 
 // routeMatch is a compiled RouteMatch.
 type routeMatch struct {
-	kind       matchKind
-	value      string         // prefix, path or path_separated_prefix
-	ignoreCase bool           // !case_sensitive; prefix/path kinds only
-	re         *regexp.Regexp // safe_regex, anchored
-	grpc       bool
-	headers    []headerMatcher
-	queries    []queryMatcher
+	path    matcher.RoutePath // unless connect
+	connect bool              // connect_matcher
+	// plain is a case-sensitive prefix, matched inline: most routes are
+	// (every Istio HTTPRoute without a match block is prefix "/").
+	plain   bool
+	grpc    bool
+	headers []matcher.Header
+	queries []queryMatcher
 }
 
 // matches reports whether req matches; p is the path without query string
 // and fragment (and path parameters when configured).
 func (m *routeMatch) matches(req *Request, p string) bool {
-	if !m.matchPath(req, p) {
+	switch {
+	case m.plain:
+		if !strings.HasPrefix(p, m.path.String.Value) {
+			return false
+		}
+	case m.connect:
+		// CONNECT and CONNECT-UDP both use the CONNECT method; other
+		// extended CONNECTs reach routing as HTTP/1.1-style upgrades.
+		if req.Method != "CONNECT" {
+			return false
+		}
+	case !m.path.Match(p):
 		return false
 	}
 	if m.grpc && !isGRPC(req) {
 		return false
 	}
 	for i := range m.headers {
-		if !m.headers[i].match(req) {
+		if !m.headers[i].Match(req) {
 			return false
 		}
 	}
@@ -54,38 +54,12 @@ func (m *routeMatch) matches(req *Request, p string) bool {
 	return true
 }
 
-func (m *routeMatch) matchPath(req *Request, p string) bool {
-	switch m.kind {
-	case matchPrefix:
-		return hasPrefix(p, m.value, m.ignoreCase)
-	case matchPath:
-		if m.ignoreCase {
-			return header.EqualFold(p, m.value)
-		}
-		return p == m.value
-	case matchRegex:
-		return m.re.MatchString(p)
-	case matchConnect:
-		// CONNECT and CONNECT-UDP both use the CONNECT method; other
-		// extended CONNECTs reach routing as HTTP/1.1-style upgrades.
-		return req.Method == "CONNECT"
-	case matchSeparatedPrefix:
-		return hasPrefix(p, m.value, m.ignoreCase) && (len(p) == len(m.value) || p[len(m.value)] == '/')
-	}
-	return false
-}
-
 // matchedLen is the length of the :path prefix that prefix_rewrite replaces.
 func (m *routeMatch) matchedLen(path string) int {
-	switch m.kind {
-	case matchPrefix, matchPath, matchSeparatedPrefix:
-		return min(len(m.value), len(path))
+	if m.connect || m.path.String.Kind == matcher.Regex {
+		return len(matcher.PathOnly(path))
 	}
-	return len(pathOnly(path))
-}
-
-func hasPrefix(s, prefix string, fold bool) bool {
-	return matcher.HasPrefix(s, prefix, fold)
+	return min(len(m.path.String.Value), len(path))
 }
 
 // isGRPC is Envoy's Grpc::Common::isGrpcRequestHeaders: content-type is
@@ -97,70 +71,12 @@ func isGRPC(req *Request) bool {
 	return strings.HasPrefix(ct, g) && (len(ct) == len(g) || ct[len(g)] == '+')
 }
 
-// The compiled matchers below keep the field layout compile.go fills in;
-// their matching is internal/proxy/matcher's, shared with the filters.
-type stringKind = matcher.StringKind
-
-const (
-	strExact    = matcher.Exact
-	strPrefix   = matcher.Prefix
-	strSuffix   = matcher.Suffix
-	strContains = matcher.Contains
-	strRegex    = matcher.Regex
-)
-
-// stringMatcher is a compiled envoy.type.matcher.v3.StringMatcher.
-type stringMatcher struct {
-	kind       stringKind
-	value      string // lower case for a case-insensitive contains
-	ignoreCase bool
-	re         *regexp.Regexp // anchored: RE2 FullMatch
-}
-
-func (s *stringMatcher) match(v string) bool {
-	m := matcher.String{Kind: s.kind, Value: s.value, IgnoreCase: s.ignoreCase, Regexp: s.re}
-	return m.Match(v)
-}
-
-type headerKind = matcher.HeaderKind
-
-const (
-	hdrPresent     = matcher.HeaderPresent
-	hdrLegacyExact = matcher.HeaderExact
-	hdrRange       = matcher.HeaderRange
-	hdrString      = matcher.HeaderString
-)
-
-// headerMatcher is a compiled HeaderMatcher.
-type headerMatcher struct {
-	ref            headerRef
-	kind           headerKind
-	present        bool
-	legacy         string // deprecated exact_match value; "" matches any value
-	start, end     int64
-	str            stringMatcher
-	invert         bool
-	missingAsEmpty bool
-}
-
-// match follows Envoy's HeaderUtility (see matcher.Header.MatchValue) on
-// the values of the header joined with ",".
-func (h *headerMatcher) match(req *Request) bool {
-	v, ok := h.ref.joined(req)
-	m := matcher.Header{
-		Kind: h.kind, Present: h.present, Exact: h.legacy, Start: h.start, End: h.end,
-		String: matcher.String{Kind: h.str.kind, Value: h.str.value, IgnoreCase: h.str.ignoreCase, Regexp: h.str.re},
-		Invert: h.invert, MissingAsEmpty: h.missingAsEmpty,
-	}
-	return m.MatchValue(v, ok)
-}
-
 // queryMatcher is a compiled QueryParameterMatcher.
 type queryMatcher struct {
 	name       string
 	hasPresent bool
 	present    bool
-	str        *stringMatcher
+	str        *matcher.String
 }
 
 // match uses the first occurrence of the parameter and its raw (not
@@ -177,7 +93,7 @@ func (q *queryMatcher) match(query string) bool {
 	if q.str == nil {
 		return true
 	}
-	return q.str.match(v)
+	return q.str.Match(v)
 }
 
 // query returns what follows the first '?' of path ("" when none).

@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/amime-mesh/amime/internal/proxy/header"
+	"github.com/amime-mesh/amime/internal/proxy/matcher"
 )
 
 // Env carries the values the substitution commands of header values read.
@@ -187,8 +188,8 @@ var commands = map[string]command{
 type part struct {
 	cmd    command
 	lit    string
-	hdr    headerRef // REQ
-	alt    headerRef // REQ(main?alt)
+	hdr    matcher.HeaderName // REQ
+	alt    matcher.HeaderName // REQ(main?alt)
 	hasAlt bool
 	maxLen int // :Z, -1 when unset
 }
@@ -256,7 +257,7 @@ func parseFormat(s string) (format, error) {
 			if main == "" || (hasAlt && (alt == "" || strings.Contains(alt, "?"))) {
 				return format{}, fmt.Errorf("invalid %%REQ(%s)%% in %q: want %%REQ(name)%% or %%REQ(name?alternative)%%", arg, s)
 			}
-			p.hdr, p.alt, p.hasAlt = newHeaderRef(main), newHeaderRef(alt), hasAlt
+			p.hdr, p.alt, p.hasAlt = matcher.NewHeaderName(main), matcher.NewHeaderName(alt), hasAlt
 		} else if hasArg {
 			return format{}, fmt.Errorf("%%%s%% takes no argument in %q", name, s)
 		}
@@ -323,13 +324,14 @@ func (p *part) eval(src header.List, env *Env) string {
 	return v
 }
 
-// reqHeader is %REQ(name)%: the first value of a request header.
-func reqHeader(h headerRef, src header.List, env *Env) (string, bool) {
-	if h.pseudo != notPseudo {
-		if env == nil || env.Request == nil {
-			return "", false
-		}
-		return h.pseudoValue(env.Request)
+// reqHeader is %REQ(name)%: the first value of a request header, from
+// src; pseudo-headers are read from env.Request.
+func reqHeader(h matcher.HeaderName, src header.List, env *Env) (string, bool) {
+	if !h.IsPseudo() {
+		return src.Get(h.Name)
 	}
-	return src.Get(h.name)
+	if env == nil || env.Request == nil {
+		return "", false
+	}
+	return h.First(env.Request)
 }

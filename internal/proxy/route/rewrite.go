@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/amime-mesh/amime/internal/proxy/header"
+	"github.com/amime-mesh/amime/internal/proxy/matcher"
 )
 
 // pathRewrite is RouteAction prefix_rewrite / regex_rewrite.
@@ -20,7 +21,7 @@ func (pr *pathRewrite) apply(path string, m *routeMatch) (string, bool) {
 	case pr.prefix != "":
 		return pr.prefix + path[m.matchedLen(path):], true
 	case pr.re != nil:
-		just := pathOnly(path)
+		just := matcher.PathOnly(path)
 		return pr.re.ReplaceAllString(just, pr.tmpl) + path[len(just):], true
 	}
 	return path, false
@@ -95,7 +96,7 @@ func (r *Route) Location(req *Request) string {
 		path := req.Path
 		switch {
 		case rd.re != nil:
-			just := pathOnly(path)
+			just := matcher.PathOnly(path)
 			// Envoy treats an empty substitution result as "no rewrite".
 			if s := rd.re.ReplaceAllString(just, rd.tmpl); s != "" {
 				path = s + path[len(just):]

@@ -34,16 +34,13 @@ import (
 	"strings"
 
 	"github.com/amime-mesh/amime/internal/proxy/header"
+	"github.com/amime-mesh/amime/internal/proxy/matcher"
 )
 
-// Request is what matching reads; the proxy fills it from HTTP/1.1 or HTTP/2.
-type Request struct {
-	Method    string
-	Authority string      // Host / :authority as received, may carry a port
-	Path      string      // :path including the query string
-	Scheme    string      // "http" / "https"
-	Headers   header.List // regular headers, lower-case names
-}
+// Request is what matching reads; the proxy fills it from HTTP/1.1 or
+// HTTP/2. It is the matcher package's, so that the filters read the same
+// value.
+type Request = matcher.Request
 
 // Kind is what the proxy does with a matched request.
 type Kind uint8
@@ -140,14 +137,14 @@ func (t *Table) Select(req *Request, random uint64) *Route {
 	}
 	path := req.Path
 	pathless := path == ""
-	p := pathOnly(path)
+	p := matcher.PathOnly(path)
 	if t.ignorePathParams {
 		if i := strings.IndexByte(p, ';'); i >= 0 {
 			p = p[:i]
 		}
 	}
 	for _, e := range vh.routes {
-		if pathless && e.match.kind != matchConnect {
+		if pathless && !e.match.connect {
 			continue
 		}
 		if e.match.matches(req, p) {
@@ -202,15 +199,4 @@ func portStart(host string) int {
 		return -1
 	}
 	return i
-}
-
-// pathOnly returns path without query string and fragment, as Envoy's
-// PathUtil::removeQueryAndFragment.
-func pathOnly(path string) string {
-	for i := 0; i < len(path); i++ {
-		if c := path[i]; c == '?' || c == '#' {
-			return path[:i]
-		}
-	}
-	return path
 }

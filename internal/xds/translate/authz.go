@@ -423,65 +423,54 @@ func (g *ruleGen) failed(t ruleTerm, err error) (dropRule bool) {
 }
 
 func (g *ruleGen) principal(terms []ruleTerm) (*rbacv3.Principal, bool) {
-	var and []*rbacv3.Principal
-	for _, t := range terms {
-		for neg, vals := range [2][]string{t.values, t.notValues} {
-			var or []*rbacv3.Principal
-			for _, v := range vals {
-				p, err := g.principalValue(t.key, v)
-				if err != nil {
-					if g.failed(t, err) {
-						return nil, false
-					}
-					continue
-				}
-				or = append(or, p)
-			}
-			if len(or) == 0 {
-				continue
-			}
-			p := principalOr(or)
-			if neg == 1 {
-				p = principalNot(p)
-			}
-			and = append(and, p)
-		}
-	}
-	if len(and) == 0 {
-		and = []*rbacv3.Principal{principalAny()}
+	and, ok := conjunction(g, terms, g.principalValue, principalOr, principalNot, principalAny)
+	if !ok {
+		return nil, false
 	}
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: and}}}, true
 }
 
 func (g *ruleGen) permission(terms []ruleTerm) (*rbacv3.Permission, bool) {
-	var and []*rbacv3.Permission
+	and, ok := conjunction(g, terms, g.permissionValue, permOr, permNot, permAny)
+	if !ok {
+		return nil, false
+	}
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: and}}}, true
+}
+
+// conjunction translates terms into the operands of an AND, for principals
+// and permissions alike: per term, the OR of its values and the negated OR
+// of its not-values, each left out when no value translated; anything()
+// alone when nothing is left, as an empty AND is not valid RBAC. ok is
+// false when a value that failed drops the whole rule (see failed).
+func conjunction[T any](g *ruleGen, terms []ruleTerm, value func(key, v string) (T, error), or func([]T) T, not func(T) T, anything func() T) (and []T, ok bool) {
 	for _, t := range terms {
 		for neg, vals := range [2][]string{t.values, t.notValues} {
-			var or []*rbacv3.Permission
+			var alts []T
 			for _, v := range vals {
-				p, err := g.permissionValue(t.key, v)
+				x, err := value(t.key, v)
 				if err != nil {
 					if g.failed(t, err) {
 						return nil, false
 					}
 					continue
 				}
-				or = append(or, p)
+				alts = append(alts, x)
 			}
-			if len(or) == 0 {
+			if len(alts) == 0 {
 				continue
 			}
-			p := permOr(or)
+			x := or(alts)
 			if neg == 1 {
-				p = permNot(p)
+				x = not(x)
 			}
-			and = append(and, p)
+			and = append(and, x)
 		}
 	}
 	if len(and) == 0 {
-		and = []*rbacv3.Permission{permAny()}
+		and = []T{anything()}
 	}
-	return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: and}}}, true
+	return and, true
 }
 
 // permissionValue translates one value of an operation field or of a
