@@ -6,7 +6,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/amime-mesh/amime/internal/proxy/jwtauthn"
-	"github.com/amime-mesh/amime/internal/proxy/matcher"
 	"github.com/amime-mesh/amime/internal/proxy/rbac"
 	"github.com/amime-mesh/amime/internal/proxy/route"
 )
@@ -76,7 +75,7 @@ func (r *rbacFilter) decode(st *stream, req *request, rw responder, rt *route.Ro
 		}
 	}
 	a := &st.rbacAttrs
-	a.Request = matcher.Request(req.r)
+	a.Request = req.r
 	a.DirectRemote = st.remoteAddr.Addr()
 	// Without X-Forwarded-For trust the client is the peer (remote_ip).
 	a.Remote = a.DirectRemote
