@@ -537,21 +537,8 @@ func probeClientCert(c *http.Client) (probeResult, error) {
 	return r, nil
 }
 
-const certprobeServiceEntry = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: certprobe
-spec:
-  hosts: [certprobe.default.svc.cluster.local]
-  ports:
-  - number: 9080
-    name: http
-    protocol: HTTP
-  resolution: STATIC
-  workloadSelector:
-    labels:
-      app: certprobe
-`
+// certprobeServiceEntry is reviews' ServiceEntry for the probe service.
+var certprobeServiceEntry = strings.ReplaceAll(reviewsServiceEntry, "reviews", "certprobe")
 
 // certprobeWorkloadEntry is the probe server as a workload with a
 // sidecar (tlsMode istio), so the client sidecar speaks mTLS to it and
