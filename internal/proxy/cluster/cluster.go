@@ -53,8 +53,13 @@ type Cluster struct {
 	Discovery      Discovery
 	EDSServiceName string // name to subscribe to in EDS (service_name or Name)
 	ConnectTimeout time.Duration
-	Protocol       Protocol
-	LB             clusterv3.Cluster_LbPolicy
+	// IdleTimeout closes upstream connections idle that long (Envoy's
+	// default 1 h; 0: never); MaxRequestsPerConnection (0: unlimited)
+	// retires a connection after that many requests.
+	IdleTimeout              time.Duration
+	MaxRequestsPerConnection uint32
+	Protocol                 Protocol
+	LB                       clusterv3.Cluster_LbPolicy
 	// DNS settings for STRICT_DNS / LOGICAL_DNS.
 	DNSRefresh time.Duration
 	dnsFamily  clusterv3.Cluster_DnsLookupFamily
@@ -532,6 +537,7 @@ func NewWith(cfg *clusterv3.Cluster, opts Options) (*Cluster, error) {
 	c := &Cluster{
 		Name:           cfg.GetName(),
 		ConnectTimeout: 5 * time.Second,
+		IdleTimeout:    time.Hour,
 		LB:             cfg.GetLbPolicy(),
 		DNSRefresh:     5 * time.Second,
 		config:         proto.Clone(cfg).(*clusterv3.Cluster),
@@ -605,6 +611,14 @@ func NewWith(cfg *clusterv3.Cluster, opts Options) (*Cluster, error) {
 		case opts.GetUseDownstreamProtocolConfig() != nil:
 			c.Protocol = Downstream
 		}
+		common := opts.GetCommonHttpProtocolOptions()
+		if d := common.GetIdleTimeout(); d != nil {
+			if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+				return nil, fmt.Errorf("typed_extension_protocol_options[%q].common_http_protocol_options.idle_timeout: must be a non-negative duration", httpProtocolOptionsKey)
+			}
+			c.IdleTimeout = d.AsDuration() // 0 disables it, as in Envoy
+		}
+		c.MaxRequestsPerConnection = common.GetMaxRequestsPerConnection().GetValue()
 	}
 	hc, err := newHashConfig(cfg)
 	if err != nil {

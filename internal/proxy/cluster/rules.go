@@ -34,7 +34,8 @@ func Rules() fieldcheck.Rules {
 		// No HTTP/2 tuning knob is implemented yet: an empty message selects HTTP/2.
 		"envoy.config.core.v3.Http2ProtocolOptions":                                      {},
 		"envoy.config.core.v3.Http1ProtocolOptions":                                      {},
-		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":                         {"explicit_http_config", "use_downstream_protocol_config"},
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":                         {"explicit_http_config", "use_downstream_protocol_config", "common_http_protocol_options"},
+		"envoy.config.core.v3.HttpProtocolOptions":                                       {"idle_timeout", "max_requests_per_connection"},
 		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig":      {"http_protocol_options", "http2_protocol_options"},
 		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig": {"http_protocol_options", "http2_protocol_options"},
 

@@ -70,7 +70,7 @@ func poolFor(c *cluster.Cluster, host *cluster.Host) *upstream.Pool {
 		return p
 	}
 	p := upstream.NewPool(host.Addr, c.ConnectTimeout)
-	p.TLS = host.TLS
+	p.TLS, p.IdleTimeout, p.MaxRequests = host.TLS, c.IdleTimeout, c.MaxRequestsPerConnection
 	if !host.Pool.CompareAndSwap(nil, p) {
 		return host.Pool.Load().(*upstream.Pool)
 	}
@@ -83,6 +83,7 @@ func h2For(c *cluster.Cluster, host *cluster.Host) *upstream.H2 {
 		return p
 	}
 	p := upstream.NewH2(host.Addr, c.ConnectTimeout, host.TLS)
+	p.SetIdleTimeout(c.IdleTimeout)
 	if !host.Pool.CompareAndSwap(nil, p) {
 		if p2, ok := host.Pool.Load().(*upstream.H2); ok {
 			return p2

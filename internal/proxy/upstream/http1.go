@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +42,10 @@ type Conn struct {
 	Reused bool
 	// hasDeadline: a read deadline from an earlier request is set.
 	hasDeadline bool
+	// requests counts the requests the connection carried.
+	requests uint32
+	// idleTimer closes the connection when it stays idle too long.
+	idleTimer *time.Timer
 }
 
 // SetTimeout bounds the reads of the current request to start+timeout, or
@@ -68,6 +73,12 @@ type Pool struct {
 	MaxIdle        int
 	// TLS, when set, runs a TLS handshake on each new connection.
 	TLS *tlsctx.Client
+	// IdleTimeout closes connections idle that long (0: never); Envoy's
+	// common_http_protocol_options.idle_timeout, 1 h by default.
+	IdleTimeout time.Duration
+	// MaxRequests per connection (0: unlimited): a connection that has
+	// carried that many is closed instead of reused.
+	MaxRequests uint32
 
 	mu     sync.Mutex
 	idle   []*Conn
@@ -101,6 +112,11 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
+		if c.idleTimer != nil {
+			// Taken out of idle under the lock first: a timer firing now
+			// finds it gone and leaves it alone.
+			c.idleTimer.Stop()
+		}
 		if now.Sub(c.idleSince) < staleCheckAfter || alive(c.nc) {
 			return c, nil
 		}
@@ -152,6 +168,11 @@ func (p *Pool) Put(c *Conn) {
 		p.discard(c)
 		return
 	}
+	c.requests++
+	if p.MaxRequests > 0 && c.requests >= p.MaxRequests {
+		p.discard(c)
+		return
+	}
 	c.idleSince = time.Now()
 	c.Reused = true
 	p.mu.Lock()
@@ -161,7 +182,27 @@ func (p *Pool) Put(c *Conn) {
 		return
 	}
 	p.idle = append(p.idle, c)
+	if p.IdleTimeout > 0 {
+		if c.idleTimer == nil {
+			c.idleTimer = time.AfterFunc(p.IdleTimeout, func() { p.expire(c) })
+		} else {
+			c.idleTimer.Reset(p.IdleTimeout)
+		}
+	}
 	p.mu.Unlock()
+}
+
+// expire closes c if it is still idle (its idle timeout fired).
+func (p *Pool) expire(c *Conn) {
+	p.mu.Lock()
+	i := slices.Index(p.idle, c)
+	if i < 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.idle = slices.Delete(p.idle, i, i+1)
+	p.mu.Unlock()
+	p.discard(c)
 }
 
 // Discard closes a connection that must not be reused.
@@ -180,6 +221,9 @@ func (p *Pool) Close() {
 	p.closed = true
 	p.mu.Unlock()
 	for _, c := range idle {
+		if c.idleTimer != nil {
+			c.idleTimer.Stop()
+		}
 		p.discard(c)
 	}
 }

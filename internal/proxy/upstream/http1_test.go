@@ -183,3 +183,63 @@ func TestSetTimeoutLiftsAnEarlierDeadline(t *testing.T) {
 		t.Fatalf("read after the deadline was lifted: %v", err)
 	}
 }
+
+// TestPoolIdleTimeout: an idle connection is closed after the idle
+// timeout; one in use is not.
+func TestPoolIdleTimeout(t *testing.T) {
+	addr, ch := server(t)
+	p := NewPool(addr, time.Second)
+	p.IdleTimeout = 50 * time.Millisecond
+	defer p.Close()
+	c, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := accept(t, ch)
+	p.Put(c)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Idle() != 0 || p.Open.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle %d open %d: the idle connection was not closed", p.Idle(), p.Open.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The host sees the close.
+	_ = srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := srv.Read(make([]byte, 1)); err == nil {
+		t.Error("the host's side is still open")
+	}
+	// A connection taken from the pool is not closed under its user.
+	c, err = p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	accept(t, ch)
+	time.Sleep(100 * time.Millisecond) // twice the idle timeout, in use
+	if p.Open.Load() != 1 {
+		t.Fatalf("open %d: a busy connection was closed", p.Open.Load())
+	}
+	p.Discard(c)
+}
+
+// TestPoolMaxRequests: a connection that carried MaxRequests requests is
+// closed instead of reused.
+func TestPoolMaxRequests(t *testing.T) {
+	addr, ch := server(t)
+	p := NewPool(addr, time.Second)
+	p.MaxRequests = 2
+	defer p.Close()
+	for i := 0; i < 4; i++ {
+		c, err := p.Get(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Reused {
+			accept(t, ch)
+		}
+		p.Put(c)
+	}
+	if p.Created.Load() != 2 {
+		t.Fatalf("created %d connections for 4 requests with 2 per connection, want 2", p.Created.Load())
+	}
+}

@@ -40,6 +40,10 @@ func NewH2(addr string, connectTimeout time.Duration, tc *tlsctx.Client) *H2 {
 	}
 }
 
+// SetIdleTimeout closes connections without streams for that long (0:
+// never). Call before the first request.
+func (c *H2) SetIdleTimeout(d time.Duration) { c.t.IdleConnTimeout = d }
+
 // RoundTrip sends one request.
 func (c *H2) RoundTrip(req *http.Request) (*http.Response, error) {
 	return c.t.RoundTrip(req)

@@ -551,9 +551,8 @@ func (b *builder) checkResilience(dr *drEntry, path string, cp *networking.Conne
 		}
 	}
 	if h := cp.GetHttp(); h != nil {
-		if h.GetMaxRequestsPerConnection() != 0 || h.GetIdleTimeout() != nil || h.GetH2UpgradePolicy() != 0 ||
-			h.GetUseClientProtocol() || h.GetMaxConcurrentStreams() != 0 || h.GetHttp2KeepAlive() != nil {
-			b.warnf(dr.obj, "%s.connectionPool.http: only http1MaxPendingRequests, http2MaxRequests and maxRetries are translated", path)
+		if h.GetH2UpgradePolicy() != 0 || h.GetUseClientProtocol() || h.GetMaxConcurrentStreams() != 0 || h.GetHttp2KeepAlive() != nil {
+			b.warnf(dr.obj, "%s.connectionPool.http: only http1MaxPendingRequests, http2MaxRequests, maxRetries, idleTimeout and maxRequestsPerConnection are translated", path)
 		}
 	}
 	if od.GetConsecutiveErrors() != 0 {

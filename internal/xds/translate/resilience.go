@@ -1,11 +1,15 @@
 package translate
 
 import (
+	"fmt"
 	"math"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 )
@@ -81,6 +85,7 @@ func applyResilience(c *clusterv3.Cluster, dr *drEntry, subset *networking.Subse
 		t.MaxRetries = wrapperspb.UInt32(uint32(v))
 	}
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+	applyHTTPConnectionOptions(c, cp.GetHttp())
 
 	od := effectivePart(dr, subset, port, func(p policyPart) *networking.OutlierDetection { return p.GetOutlierDetection() })
 	if od == nil {
@@ -124,4 +129,25 @@ func enforcing(threshold uint32) uint32 {
 		return 100
 	}
 	return 0
+}
+
+// applyHTTPConnectionOptions sets connectionPool.http idleTimeout and
+// maxRequestsPerConnection as Istio does: the upstream HTTP protocol
+// options' common_http_protocol_options, beside the protocol choice
+// already there.
+func applyHTTPConnectionOptions(c *clusterv3.Cluster, h *networking.ConnectionPoolSettings_HTTPSettings) {
+	if h.GetIdleTimeout() == nil && h.GetMaxRequestsPerConnection() <= 0 {
+		return
+	}
+	opts := &httpv3.HttpProtocolOptions{}
+	if a := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; a != nil {
+		if err := a.UnmarshalTo(opts); err != nil {
+			panic(fmt.Sprintf("translate: own protocol options: %v", err)) // built by this package
+		}
+	}
+	opts.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: h.GetIdleTimeout()}
+	if v := h.GetMaxRequestsPerConnection(); v > 0 {
+		opts.CommonHttpProtocolOptions.MaxRequestsPerConnection = wrapperspb.UInt32(uint32(v))
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(opts)}
 }
