@@ -1123,9 +1123,8 @@ func settle(cp *ControlPlane) {
 		for _, s := range cp.xds.Status() {
 			b.WriteString(s.Version)
 			b.WriteByte(',')
-			for typ, st := range s.Types {
-				// Secrets go only to proxies with a certificate.
-				synced = synced && (st == "SYNCED" || (typ == "SDS" && st == "NOT SENT"))
+			for _, st := range s.Types {
+				synced = synced && st == "SYNCED"
 			}
 		}
 		return b.String(), synced

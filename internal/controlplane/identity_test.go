@@ -1,13 +1,11 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,27 +24,10 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/agent"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startSecureCP runs a control plane with its TLS port and CA.
-func startSecureCP(t *testing.T) (*ControlPlane, *syncBuf) {
+func startSecureCP(t *testing.T) (*ControlPlane, *syncBuffer) {
 	t.Helper()
-	logs := &syncBuf{}
+	logs := &syncBuffer{}
 	cp, err := New(Options{XDSAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", SecureXDSAddr: "127.0.0.1:0",
 		DataDir: t.TempDir(), Debounce: 10 * time.Millisecond, Log: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

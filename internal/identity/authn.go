@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -165,14 +164,4 @@ func (s *authedStream) RecvMsg(m any) error {
 		return s.denied
 	}
 	return nil
-}
-
-// ClientCertPool is a helper for tests and clients: the x509 pool of a
-// bundle's authorities.
-func ClientCertPool(certs []*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c)
-	}
-	return p
 }

@@ -166,24 +166,31 @@ func (c *Cluster) Hosts() *HostSet {
 	return &HostSet{}
 }
 
+// priority picks the priority level for a request from r mod 100, by the
+// priority load (Envoy's choosePriority); nil without hosts.
+func (hs *HostSet) priority(r uint64) *picker {
+	if hs == nil || len(hs.targets) == 0 {
+		return nil
+	}
+	if len(hs.targets) > 1 {
+		n := r%100 + 1
+		for _, t := range hs.targets {
+			if n <= t.upTo {
+				return t.p
+			}
+		}
+	}
+	return hs.targets[0].p
+}
+
 // Pick chooses a host for one request, or nil when the cluster has none.
 // random is a per-request random number: its value mod 100 picks the
 // priority (Envoy's choosePriority), the rest feeds RANDOM and
 // LEAST_REQUEST.
 func (c *Cluster) Pick(random uint64) *Host {
-	hs := c.hosts.Load()
-	if hs == nil || len(hs.targets) == 0 {
+	p := c.hosts.Load().priority(random)
+	if p == nil {
 		return nil
-	}
-	p := hs.targets[0].p
-	if len(hs.targets) > 1 {
-		n := random%100 + 1
-		for _, t := range hs.targets {
-			if n <= t.upTo {
-				p = t.p
-				break
-			}
-		}
 	}
 	hosts := p.hosts
 	if len(hosts) == 0 {

@@ -229,19 +229,9 @@ func (c *Cluster) buildHashTables(hs *HostSet) {
 // (or table), unless too few hosts are in service (panic mode), as Pick
 // does. A cluster that is not RING_HASH or MAGLEV uses Pick.
 func (c *Cluster) PickHash(hash uint64) *Host {
-	hs := c.hosts.Load()
-	if hs == nil || len(hs.targets) == 0 {
+	p := c.hosts.Load().priority(hash)
+	if p == nil {
 		return nil
-	}
-	p := hs.targets[0].p
-	if len(hs.targets) > 1 {
-		n := hash%100 + 1
-		for _, t := range hs.targets {
-			if n <= t.upTo {
-				p = t.p
-				break
-			}
-		}
 	}
 	t := p.hash
 	if t == nil {

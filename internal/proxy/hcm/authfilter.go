@@ -112,14 +112,11 @@ func (st *stream) addMetadata(md map[string]*structpb.Struct) {
 	}
 }
 
-// rbacAttrs are the TLS attributes RBAC reads: the SNI and the peer,
-// computed once per connection (nil peer for plaintext).
+// rbacAttrs are the TLS attributes RBAC reads: the SNI and the peer (nil
+// for plaintext).
 func (p *downstreamPeer) rbacAttrs() (string, *rbac.Peer) {
 	if p == nil {
 		return "", nil
-	}
-	if p.rbac == nil {
-		p.rbac = rbac.NewPeer(p.conn.Peer)
 	}
 	return p.conn.SNI, p.rbac
 }

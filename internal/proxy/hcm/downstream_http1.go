@@ -52,6 +52,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	br := bufio.NewReaderSize(nc, 16<<10)
 	bw := bufio.NewWriterSize(nc, 16<<10)
 	st := newStream(h, ctx, nc)
+	st.peer = peerOf(nc) // HTTP/2 streams share their connection's (h2.go)
 	d := &h1Down{bw: bw, nc: nc, br: br, conns: h.env.Conns, tc: tc}
 	var req request
 	var head http1.RequestHead

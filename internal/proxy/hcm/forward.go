@@ -103,7 +103,6 @@ func newStream(h *Handler, ctx context.Context, nc net.Conn) *stream {
 		st.localAddr = nc.LocalAddr().String()
 		st.origDst = st.localAddr
 		st.remIP, _, _ = net.SplitHostPort(st.remote)
-		st.peer = peerOf(nc)
 		st.remoteAddr, st.localAddrPort = addrPort(st.remote), addrPort(st.localAddr)
 	}
 	st.env = route.Env{DownstreamRemoteAddress: st.remote, DownstreamRemoteAddressWithoutPort: st.remIP, DownstreamLocalAddress: st.localAddr, Hostname: hostname}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net"
 	"strings"
+	"sync"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
@@ -14,20 +15,22 @@ import (
 )
 
 // downstreamPeer is what a request knows of its connection's TLS peer.
+// It is shared by the streams of an HTTP/2 connection: what is cached is
+// made once, under xfccOnce, or before any stream starts.
 type downstreamPeer struct {
 	conn *tlsctx.Conn
-	// rbac is the peer as RBAC matches it, made on first use.
+	// rbac is the peer as RBAC matches it.
 	rbac *rbac.Peer
-	// xfcc is this hop's x-forwarded-client-cert element, built once per
-	// connection (nil until first needed).
-	xfcc string
+	// xfcc is this hop's x-forwarded-client-cert element.
+	xfccOnce sync.Once
+	xfcc     string
 }
 
 // peerOf returns the TLS peer of a downstream connection, nil for
 // plaintext.
 func peerOf(nc net.Conn) *downstreamPeer {
 	if tc, ok := nc.(*tlsctx.Conn); ok {
-		return &downstreamPeer{conn: tc}
+		return &downstreamPeer{conn: tc, rbac: rbac.NewPeer(tc.Peer)}
 	}
 	return nil
 }
@@ -40,36 +43,35 @@ func (p *downstreamPeer) mutual() bool { return p != nil && p.conn.Peer != nil }
 // URI SAN), Hash (of the peer certificate), then the fields
 // set_current_client_cert_details asks for.
 func (p *downstreamPeer) xfccElement(d *hcmv3.HttpConnectionManager_SetCurrentClientCertDetails) string {
-	if p.xfcc != "" {
-		return p.xfcc
-	}
-	var b strings.Builder
-	if p.conn.LocalPrincipal != "" {
-		b.WriteString("By=")
-		b.WriteString(p.conn.LocalPrincipal)
-		b.WriteByte(';')
-	}
-	sum := sha256.Sum256(p.conn.Peer.Raw)
-	b.WriteString("Hash=")
-	b.WriteString(hex.EncodeToString(sum[:]))
-	if d.GetSubject().GetValue() {
-		b.WriteString(`;Subject="`)
-		b.WriteString(strings.ReplaceAll(p.conn.Peer.Subject.String(), `"`, `\"`))
-		b.WriteByte('"')
-	}
-	if d.GetUri() {
-		for _, u := range p.conn.Peer.URIs {
-			b.WriteString(";URI=")
-			b.WriteString(u.String())
+	p.xfccOnce.Do(func() {
+		var b strings.Builder
+		if p.conn.LocalPrincipal != "" {
+			b.WriteString("By=")
+			b.WriteString(p.conn.LocalPrincipal)
+			b.WriteByte(';')
 		}
-	}
-	if d.GetDns() {
-		for _, n := range p.conn.Peer.DNSNames {
-			b.WriteString(";DNS=")
-			b.WriteString(n)
+		sum := sha256.Sum256(p.conn.Peer.Raw)
+		b.WriteString("Hash=")
+		b.WriteString(hex.EncodeToString(sum[:]))
+		if d.GetSubject().GetValue() {
+			b.WriteString(`;Subject="`)
+			b.WriteString(strings.ReplaceAll(p.conn.Peer.Subject.String(), `"`, `\"`))
+			b.WriteByte('"')
 		}
-	}
-	p.xfcc = b.String()
+		if d.GetUri() {
+			for _, u := range p.conn.Peer.URIs {
+				b.WriteString(";URI=")
+				b.WriteString(u.String())
+			}
+		}
+		if d.GetDns() {
+			for _, n := range p.conn.Peer.DNSNames {
+				b.WriteString(";DNS=")
+				b.WriteString(n)
+			}
+		}
+		p.xfcc = b.String()
+	})
 	return p.xfcc
 }
 

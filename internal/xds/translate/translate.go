@@ -239,10 +239,15 @@ func (r *Resources) ByType() map[resourcev3.Type][]types.Resource {
 // proxy description itself is unusable; configuration it cannot carry out
 // is skipped and listed in Warnings.
 func Translate(in Input, proxy Proxy) (*Resources, error) {
+	return translate(in, proxy, false)
+}
+
+func translate(in Input, proxy Proxy, outboundOnly bool) (*Resources, error) {
 	if err := checkProxy(&proxy); err != nil {
 		return nil, err
 	}
 	b := newBuilder(in, &proxy)
+	b.outboundOnly = outboundOnly
 	b.buildClusters()
 	switch proxy.Type {
 	case Sidecar:

@@ -143,21 +143,7 @@ func ViewKey(p Proxy, selectors []map[string]string) string {
 // clusters: the part of its view that the proxies of one ViewKey share.
 // For gateways and proxyless gRPC it is the whole view.
 func TranslateOutbound(in Input, proxy Proxy) (*Resources, error) {
-	if err := checkProxy(&proxy); err != nil {
-		return nil, err
-	}
-	b := newBuilder(in, &proxy)
-	b.outboundOnly = true
-	b.buildClusters()
-	switch proxy.Type {
-	case Sidecar:
-		b.buildSidecarListeners()
-	case Router:
-		b.buildGatewayListeners()
-	case GRPC:
-		b.buildGRPCListeners()
-	}
-	return b.finish(), nil
+	return translate(in, proxy, true)
 }
 
 // TranslateInbound is the rest of a sidecar's view: its inbound listeners
