@@ -112,7 +112,10 @@ func WatchDir(ctx context.Context, dir string, onChange func([]*Object, error)) 
 // directory holds an invalid file, onChange receives the last good set
 // (nil if there never was one) and the error, naming the file and the
 // document: the caller keeps serving what it has. An unchanged directory
-// causes no call, and the same error is reported once.
+// causes no call, and the same error is reported once. After the first
+// load, a change is applied only once two polls in a row see the same
+// content, so a file caught mid-write (truncated, half copied) never
+// withdraws the resources it holds.
 func (w DirWatcher) Watch(ctx context.Context, dir string, onChange func([]*Object, error)) error {
 	if onChange == nil {
 		return errors.New("watch dir: onChange is nil")
@@ -124,6 +127,7 @@ func (w DirWatcher) Watch(ctx context.Context, dir string, onChange func([]*Obje
 	var (
 		good      []*Object
 		last      [sha256.Size]byte
+		pending   [sha256.Size]byte // a change seen once, applied when seen again
 		seen      bool
 		lastError string
 	)
@@ -145,6 +149,10 @@ func (w DirWatcher) Watch(ctx context.Context, dir string, onChange func([]*Obje
 		var sum [sha256.Size]byte
 		h.Sum(sum[:0])
 		if seen && sum == last {
+			return
+		}
+		if seen && sum != pending {
+			pending = sum
 			return
 		}
 		last, seen, lastError = sum, true, ""
