@@ -45,7 +45,7 @@ spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
 	}
 	want := []string{
 		`Error [IST0106] (VirtualService other/bad spec) Schema validation error: unknown field "htp". Fix: correct spec: the control plane refuses the whole resource until it is valid`,
-		`Error [IST0106] (document 3 of the -f input) Schema validation error: unknown kind "Foo" (want one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, RequestAuthentication, AuthorizationPolicy). Fix: correct the resource: the control plane refuses it until it is valid`,
+		`Error [IST0106] (document 3 of the -f input) Schema validation error: unknown kind "Foo" (want one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, RequestAuthentication, AuthorizationPolicy, Telemetry). Fix: correct the resource: the control plane refuses it until it is valid`,
 	}
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))

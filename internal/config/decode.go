@@ -386,6 +386,11 @@ func decodeMeta(raw json.RawMessage, m *Meta, verr *ValidationError) {
 var specUnmarshaler = jsonpb.Unmarshaler{AllowUnknownFields: false}
 
 func decodeSpec(raw json.RawMessage, spec proto.Message, verr *ValidationError) {
+	decodeMessage(raw, spec, "spec", verr)
+}
+
+// decodeMessage decodes raw into msg strictly, naming fields from root.
+func decodeMessage(raw json.RawMessage, spec proto.Message, root fpath, verr *ValidationError) {
 	// First a schema pass, which names the exact field of every problem
 	// (jsonpb only reports the first one, without a path) and catches what
 	// jsonpb lets through: several members of a oneof, nulls in lists.
@@ -393,17 +398,17 @@ func decodeSpec(raw json.RawMessage, spec proto.Message, verr *ValidationError) 
 	dec.UseNumber()
 	var generic any
 	if err := dec.Decode(&generic); err != nil {
-		verr.Errors = append(verr.Errors, FieldError{Field: "spec", Reason: err.Error()})
+		verr.Errors = append(verr.Errors, FieldError{Field: string(root), Reason: err.Error()})
 		return
 	}
 	v := &validator{}
-	checkMessage(v, spec.ProtoReflect().Descriptor(), generic, "spec")
+	checkMessage(v, spec.ProtoReflect().Descriptor(), generic, root)
 	if len(v.errs) > 0 {
 		verr.Errors = append(verr.Errors, v.errs...)
 		return
 	}
 	if err := specUnmarshaler.Unmarshal(bytes.NewReader(raw), protov1.MessageV1(spec)); err != nil {
-		verr.Errors = append(verr.Errors, FieldError{Field: "spec", Reason: err.Error()})
+		verr.Errors = append(verr.Errors, FieldError{Field: string(root), Reason: err.Error()})
 	}
 }
 

@@ -202,7 +202,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"nested unknown field", vs + "spec:\n  http:\n  - rout:\n    - destination: {host: r}\n",
 			DecodeOptions{}, `document 1: VirtualService default/reviews: spec.http[0]: unknown field "rout"`},
 		{"unknown kind", "apiVersion: networking.istio.io/v1\nkind: VirtualServise\nmetadata: {name: a}\n",
-			DecodeOptions{}, `document 1: unknown kind "VirtualServise" (want one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, RequestAuthentication, AuthorizationPolicy)`},
+			DecodeOptions{}, `document 1: unknown kind "VirtualServise" (want one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, RequestAuthentication, AuthorizationPolicy, Telemetry)`},
 		{"missing kind", "apiVersion: networking.istio.io/v1\nmetadata: {name: a}\n",
 			DecodeOptions{}, `document 1: kind is required`},
 		{"gateway api is not istio", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {}\n",

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // Meta is the part of Kubernetes' ObjectMeta amime keeps.
@@ -68,6 +69,7 @@ type KindInfo struct {
 const (
 	NetworkingGroup = "networking.istio.io"
 	SecurityGroup   = "security.istio.io"
+	TelemetryGroup  = "telemetry.istio.io"
 )
 
 // Kind names.
@@ -82,6 +84,7 @@ const (
 	PeerAuthentication    = "PeerAuthentication"
 	RequestAuthentication = "RequestAuthentication"
 	AuthorizationPolicy   = "AuthorizationPolicy"
+	Telemetry             = "Telemetry"
 )
 
 var networkingVersions = []string{"v1alpha3", "v1beta1", "v1"}
@@ -98,6 +101,7 @@ var kinds = []KindInfo{
 	{PeerAuthentication, SecurityGroup, "peerauthentications", []string{"v1beta1", "v1"}, func() proto.Message { return &security.PeerAuthentication{} }},
 	{RequestAuthentication, SecurityGroup, "requestauthentications", []string{"v1beta1", "v1"}, func() proto.Message { return &security.RequestAuthentication{} }},
 	{AuthorizationPolicy, SecurityGroup, "authorizationpolicies", []string{"v1beta1", "v1"}, func() proto.Message { return &security.AuthorizationPolicy{} }},
+	{Telemetry, TelemetryGroup, "telemetries", []string{"v1alpha1", "v1"}, func() proto.Message { return &telemetry.Telemetry{} }},
 }
 
 // Kinds returns every kind amime serves.
@@ -134,6 +138,8 @@ func shortName(kind string) string {
 		return "ra"
 	case AuthorizationPolicy:
 		return "ap"
+	case Telemetry:
+		return "telemetry"
 	}
 	return ""
 }

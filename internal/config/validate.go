@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // FieldError is one problem found in an object: the field path, written
@@ -151,6 +152,8 @@ func validateObject(v *validator, o *Object) {
 		validateRequestAuthentication(v, s)
 	case *security.AuthorizationPolicy:
 		validateAuthorizationPolicy(v, s)
+	case *telemetry.Telemetry:
+		validateTelemetry(v, s)
 	}
 }
 

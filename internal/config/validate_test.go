@@ -1191,7 +1191,7 @@ func TestValidateMetadata(t *testing.T) {
 		{"apiVersion", VirtualService, func(o *Object) { o.APIVersion = "networking.istio.io/v2" },
 			`VirtualService default/x: apiVersion: "networking.istio.io/v2" is not served for VirtualService (want one of networking.istio.io/v1alpha3, networking.istio.io/v1beta1, networking.istio.io/v1)`},
 		{"unknown kind", VirtualService, func(o *Object) { o.Kind = "EnvoyFilter" },
-			`EnvoyFilter default/x: kind: unknown kind "EnvoyFilter" (want one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, RequestAuthentication, AuthorizationPolicy)`},
+			`EnvoyFilter default/x: kind: unknown kind "EnvoyFilter" (want one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, RequestAuthentication, AuthorizationPolicy, Telemetry)`},
 		{"spec type", VirtualService, func(o *Object) { o.Kind = DestinationRule },
 			`DestinationRule default/x: spec: has type istio.networking.v1alpha3.VirtualService, want istio.networking.v1alpha3.DestinationRule`},
 		{"nil spec", VirtualService, func(o *Object) { o.Spec = nil },

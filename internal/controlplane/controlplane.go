@@ -401,6 +401,7 @@ func (cp *ControlPlane) input() translate.Input {
 		PeerAuthentications:    snap.List(config.PeerAuthentication),
 		RequestAuthentications: snap.List(config.RequestAuthentication),
 		AuthorizationPolicies:  snap.List(config.AuthorizationPolicy),
+		Telemetries:            snap.List(config.Telemetry),
 	}
 	g.input.JWKS = cp.jwks.KeySets(g.input.RequestAuthentications)
 	// The store shares unchanged objects between snapshots: when no

@@ -104,13 +104,13 @@ type own struct {
 	listeners uint64 // fingerprint of the outbound listeners sets was built with
 	// security are the policies sets was built with; the store shares
 	// unchanged objects between snapshots, so equal slices mean no change.
-	security [3][]*config.Object
+	security [4][]*config.Object
 	jwks     map[string]string
 	sets     map[resourcev3.Type]*server.Set
 }
 
-func securityOf(in translate.Input) [3][]*config.Object {
-	return [3][]*config.Object{in.PeerAuthentications, in.RequestAuthentications, in.AuthorizationPolicies}
+func securityOf(in translate.Input) [4][]*config.Object {
+	return [4][]*config.Object{in.PeerAuthentications, in.RequestAuthentications, in.AuthorizationPolicies, in.Telemetries}
 }
 
 // proxy returns the node's own part, kept from this push or the one before.
@@ -274,7 +274,7 @@ func (cp *ControlPlane) Warnings() []string {
 	return out
 }
 
-func sameSecurity(a, b [3][]*config.Object) bool {
+func sameSecurity(a, b [4][]*config.Object) bool {
 	for i := range a {
 		if !slices.Equal(a[i], b[i]) {
 			return false

@@ -253,6 +253,9 @@ func (b *builder) httpListener(name, ip string, port uint32, dir corev3.TrafficD
 		// Gateways enforce the policies that select them (authentication
 		// and authorization first, as Istio orders them).
 		m.HttpFilters = append(b.securityHTTPFilters(port), m.HttpFilters...)
+		b.applyTelemetry(m, modeClient|modeServer)
+	} else {
+		b.applyTelemetry(m, modeClient)
 	}
 	return listenerWith(name, ip, port, dir, "envoy.filters.network.http_connection_manager", mustAny(m))
 }
@@ -406,6 +409,7 @@ func (b *builder) inboundListeners() {
 			m.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
 			m.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Subject: wrapperspb.Bool(true), Dns: true, Uri: true}
 		}
+		b.applyTelemetry(m, modeServer)
 		l := listenerWith(name, ip, port, corev3.TrafficDirection_INBOUND, "envoy.filters.network.http_connection_manager", mustAny(m))
 		if b.inboundChains(l, target, true) {
 			b.res.Listeners = append(b.res.Listeners, l)

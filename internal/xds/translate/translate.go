@@ -53,6 +53,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/amime-mesh/amime/internal/config"
@@ -70,6 +71,8 @@ type Input struct {
 	PeerAuthentications    []*config.Object
 	RequestAuthentications []*config.Object
 	AuthorizationPolicies  []*config.Object
+	// Telemetries (telemetry.istio.io) shape tracing and access logs.
+	Telemetries []*config.Object
 	// JWKS holds the key sets the control plane fetched for
 	// RequestAuthentication jwksUri (and issuer discovery), by URI. A URI
 	// missing here gets a key set no token verifies against (fail closed).
@@ -170,6 +173,10 @@ type Mesh struct {
 	// DefaultHTTPRetry replaces Istio's default retry policy for routes
 	// without `retries` (MeshConfig.defaultHttpRetryPolicy).
 	DefaultHTTPRetry *networking.HTTPRetry
+	// Config is the MeshConfig the operator gave (nil: Istio's defaults);
+	// its telemetry settings (accessLogFile, extensionProviders,
+	// defaultProviders, defaultConfig.tracing) are read from it.
+	Config *meshconfig.MeshConfig
 }
 
 func (m Mesh) withDefaults() Mesh {

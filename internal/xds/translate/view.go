@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 
 	"github.com/amime-mesh/amime/internal/config"
@@ -83,6 +84,11 @@ func ViewSelectors(in Input) []map[string]string {
 	for _, o := range in.RequestAuthentications {
 		if ra, ok := o.Spec.(*security.RequestAuthentication); ok {
 			addPolicy(ra.GetSelector(), append(slices.Clone(ra.GetTargetRefs()), ra.GetTargetRef()))
+		}
+	}
+	for _, o := range in.Telemetries {
+		if t, ok := o.Spec.(*telemetry.Telemetry); ok {
+			add(t.GetSelector().GetMatchLabels())
 		}
 	}
 	keys := make([]string, 0, len(seen))
@@ -164,6 +170,7 @@ func TranslateInbound(in Input, outbound *Resources, proxy Proxy) (*Resources, e
 		PeerAuthentications:    in.PeerAuthentications,
 		RequestAuthentications: in.RequestAuthentications,
 		AuthorizationPolicies:  in.AuthorizationPolicies,
+		Telemetries:            in.Telemetries,
 		JWKS:                   in.JWKS,
 	}, &proxy)
 	for _, l := range outbound.Listeners {
