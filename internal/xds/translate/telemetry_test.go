@@ -7,8 +7,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
-	celfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	fileaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	celfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	telemetry "istio.io/api/telemetry/v1alpha1"
@@ -224,4 +224,6 @@ defaultProviders: {tracing: [otel]}
 	})
 }
 
-func proto3Equal(a, b *wrapperspb.BoolValue) bool { return (a == nil) == (b == nil) && a.GetValue() == b.GetValue() }
+func proto3Equal(a, b *wrapperspb.BoolValue) bool {
+	return (a == nil) == (b == nil) && a.GetValue() == b.GetValue()
+}
