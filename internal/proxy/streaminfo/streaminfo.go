@@ -3,7 +3,11 @@
 // timings and byte counts. Logs and metrics read it; the data path fills it.
 package streaminfo
 
-import "time"
+import (
+	"time"
+
+	"github.com/amime-mesh/amime/internal/proxy/header"
+)
 
 // Flags is a set of Envoy response flags.
 type Flags uint32
@@ -104,7 +108,25 @@ type Info struct {
 	// PeerPrincipal is the downstream mTLS peer's identity ("" without a
 	// client certificate).
 	PeerPrincipal string
+	// Addresses and TLS server name, for access logs.
+	DownstreamLocal string // the listener address the request came in on
+	UpstreamLocal   string // the proxy's address on the upstream connection
+	SNI             string // requested server name of the downstream TLS connection
+	// RequestHeaders and ResponseHeaders are the request as received and
+	// the response as sent downstream, valid until the consumer returns.
+	RequestHeaders  header.List
+	ResponseHeaders header.List
 }
 
 // Reset clears the record for the next request.
 func (i *Info) Reset() { *i = Info{} }
+
+// ParseFlag reads a flag's short name ("UO", "NR", …).
+func ParseFlag(name string) (Flags, bool) {
+	for i, s := range shortNames {
+		if s == name {
+			return 1 << i, true
+		}
+	}
+	return 0, false
+}
