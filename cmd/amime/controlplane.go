@@ -25,6 +25,7 @@ func newControlPlaneCmd() *cobra.Command {
 		opts         controlplane.Options
 		registryOnly bool
 		inMemory     bool
+		meshConfig   string
 	)
 	cmd := &cobra.Command{
 		Use:   "control-plane",
@@ -35,6 +36,11 @@ func newControlPlaneCmd() *cobra.Command {
 			}
 			if registryOnly {
 				opts.Mesh.OutboundTrafficPolicy = translate.RegistryOnly
+			}
+			if meshConfig != "" {
+				if err := loadMeshConfig(meshConfig, cmd.Flags(), &opts.Mesh); err != nil {
+					return err
+				}
 			}
 			opts.Log = slog.Default().With("component", "control-plane")
 			cp, err := controlplane.New(opts)
@@ -57,6 +63,7 @@ func newControlPlaneCmd() *cobra.Command {
 	f.StringVar(&opts.Token, "api-token", os.Getenv("AMIME_TOKEN"), "bearer token required on the API (mandatory off loopback)")
 	f.StringVar(&opts.Mesh.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
 	f.BoolVar(&registryOnly, "registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
+	f.StringVar(&meshConfig, "mesh-config", "", "Istio MeshConfig file (the istio ConfigMap's \"mesh\" key, or the ConfigMap): trustDomain, rootNamespace, outboundTrafficPolicy, defaultHttpRetryPolicy, accessLogFile/Encoding/Format, extensionProviders, defaultProviders, defaultConfig.tracing.sampling")
 	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "wait for changes to settle this long before pushing")
 	f.DurationVar(&opts.UnhealthyAfter, "unhealthy-after", 15*time.Second, "a registered workload without heartbeat this long gets no traffic")
 	f.DurationVar(&opts.RemoveAfter, "remove-after", 60*time.Second, "a registered workload without heartbeat this long is removed")

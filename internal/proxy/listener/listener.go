@@ -33,6 +33,7 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/hcm"
 	"github.com/amime-mesh/amime/internal/proxy/rbac"
 	"github.com/amime-mesh/amime/internal/proxy/tcpproxy"
+	"github.com/amime-mesh/amime/internal/proxy/telemetry"
 	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 )
 
@@ -55,6 +56,8 @@ type Deps struct {
 	// Secrets resolve SDS secret names of TLS transport sockets; nil when
 	// the proxy has no workload identity.
 	Secrets tlsctx.Secrets
+	// TCPTelemetry records Istio's TCP metrics for tcp_proxy; nil: none.
+	TCPTelemetry *telemetry.TCPMetrics
 }
 
 // Compiled is a validated listener configuration.
@@ -269,7 +272,7 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 		if err != nil {
 			return nil, fmt.Errorf("%s.typed_config.%w", at, err)
 		}
-		ch.handler = tcpproxy.New(tc, deps.Clusters, deps.Log)
+		ch.handler = tcpproxy.New(tc, deps.Clusters, deps.Log, deps.TCPTelemetry)
 	default:
 		return nil, fmt.Errorf("%s.typed_config: type %q is not supported by amime", at, f.GetTypedConfig().GetTypeUrl())
 	}

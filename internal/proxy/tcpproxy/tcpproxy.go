@@ -19,6 +19,9 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/cluster"
 	"github.com/amime-mesh/amime/internal/proxy/drain"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/streaminfo"
+	"github.com/amime-mesh/amime/internal/proxy/telemetry"
+	"github.com/amime-mesh/amime/internal/proxy/tlsctx"
 	"github.com/amime-mesh/amime/internal/proxy/upstream"
 )
 
@@ -102,11 +105,20 @@ type Handler struct {
 	cfg      *Config
 	clusters ClusterSource
 	log      *slog.Logger
+	tel      *telemetry.TCPMetrics // nil: no metrics
 }
 
-// New returns a Handler.
-func New(cfg *Config, clusters ClusterSource, log *slog.Logger) *Handler {
-	return &Handler{cfg: cfg, clusters: clusters, log: log}
+// New returns a Handler; tel, when not nil, records Istio's TCP metrics.
+func New(cfg *Config, clusters ClusterSource, log *slog.Logger, tel *telemetry.TCPMetrics) *Handler {
+	return &Handler{cfg: cfg, clusters: clusters, log: log, tel: tel}
+}
+
+// peerPrincipal is the downstream mTLS identity, "" for plaintext.
+func peerPrincipal(nc net.Conn) string {
+	if tc, ok := nc.(*tlsctx.Conn); ok && tc.Peer != nil {
+		return tc.PeerPrincipal
+	}
+	return ""
 }
 
 // DrainGrace is how long a drained TCP connection may live on.
@@ -116,9 +128,19 @@ const DrainGrace = 5 * time.Second
 func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	name := h.cfg.pick(rand.Uint64())
+	var tc *telemetry.TCPConn
+	if h.tel != nil {
+		tc = h.tel.Open(name, peerPrincipal(nc))
+	}
+	fail := func(flags streaminfo.Flags) {
+		if tc != nil {
+			tc.Close(flags)
+		}
+	}
 	c := h.clusters.Get(name)
 	if c == nil {
 		h.log.Debug("tcp_proxy: no cluster", "cluster", name, "flags", "NC")
+		fail(streaminfo.NoClusterFound)
 		return
 	}
 	var host *cluster.Host
@@ -131,11 +153,13 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 	}
 	if host == nil {
 		h.log.Debug("tcp_proxy: no healthy upstream", "cluster", name, "flags", "UH")
+		fail(streaminfo.NoHealthyUpstream)
 		return
 	}
 	up, err := upstream.Dial(ctx, host.Addr, c.ConnectTimeout, host.TLS, nil)
 	if err != nil {
 		h.log.Debug("tcp_proxy: connect failed", "cluster", name, "host", host.Addr, "flags", "UF", "err", err)
+		fail(streaminfo.UpstreamConnectionFailure)
 		return
 	}
 	defer up.Close()
@@ -151,27 +175,33 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn) {
 		context.AfterFunc(ctx, func() { t.Stop() })
 	})
 	defer stopDrain()
-	pipe(nc, up, h.cfg.IdleTimeout)
+	var received, sent func(int)
+	if tc != nil {
+		received, sent = tc.Received, tc.Sent
+	}
+	pipe(nc, up, h.cfg.IdleTimeout, received, sent)
+	fail(0)
 }
 
 // pipe copies both ways; a half-close is passed on. The idle timeout, as
 // in Envoy, ends the connection when no bytes move in either direction for
 // that long: a read that times out while the other direction is busy just
 // waits again.
-func pipe(a, b net.Conn, idle time.Duration) {
+// aToB and bToA, when not nil, see the bytes each direction moves.
+func pipe(a, b net.Conn, idle time.Duration, aToB, bToA func(int)) {
 	var last atomic.Int64 // UnixNano of the last bytes moved either way
 	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		copyIdle(b, a, idle, &last)
+		copyIdle(b, a, idle, &last, aToB)
 	}()
-	copyIdle(a, b, idle, &last)
+	copyIdle(a, b, idle, &last, bToA)
 	wg.Wait()
 }
 
-func copyIdle(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
+func copyIdle(dst, src net.Conn, idle time.Duration, last *atomic.Int64, moved func(int)) {
 	buf := make([]byte, 32<<10)
 	for {
 		if idle > 0 {
@@ -180,6 +210,9 @@ func copyIdle(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
+			if moved != nil {
+				moved(n)
+			}
 			if !writeIdle(dst, buf[:n], idle, last) {
 				_ = dst.Close()
 				_ = src.Close()

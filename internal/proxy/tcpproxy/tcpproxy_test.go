@@ -1,6 +1,10 @@
 package tcpproxy
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/amime-mesh/amime/internal/proxy/telemetry"
+
 	"bytes"
 	"context"
 	"errors"
@@ -178,11 +182,16 @@ func clusters(t *testing.T, eps map[string]string) *cluster.Manager {
 // returns its address.
 func proxy(t *testing.T, m *tcpv3.TcpProxy, src ClusterSource) string {
 	t.Helper()
+	return proxyWith(t, m, src, nil)
+}
+
+func proxyWith(t *testing.T, m *tcpv3.TcpProxy, src ClusterSource, tel *telemetry.TCPMetrics) string {
+	t.Helper()
 	cfg, err := Compile(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := New(cfg, src, quietLog())
+	h := New(cfg, src, quietLog(), tel)
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := server(t, func(c net.Conn) { h.ServeConn(ctx, c) })
 	t.Cleanup(cancel) // runs before the server cleanup waits for handlers
@@ -218,6 +227,90 @@ func TestEcho(t *testing.T) {
 		if !bytes.Equal(got, msg) {
 			t.Fatalf("echo of %d bytes differs", len(msg))
 		}
+	}
+}
+
+// Istio's TCP metrics: a connection is opened and closed once, request
+// bytes are "received", response bytes "sent"; a connect failure closes
+// with UF.
+func TestTCPMetrics(t *testing.T) {
+	up := server(t, func(c net.Conn) {
+		b, err := io.ReadAll(c)
+		if err == nil {
+			_, _ = fmt.Fprintf(c, "got %d bytes", len(b))
+		}
+	})
+	// Nothing listens on dead: connecting fails (UF).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	tel := telemetry.NewTCPMetrics(telemetry.Workload{Name: "client", Namespace: "default", App: "client", Version: "v1", CanonicalService: "client"})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(tel.Collectors()...)
+	m := clusters(t, map[string]string{"outbound|9000||db.default.svc.cluster.local": up, "outbound|9001||gone.default.svc.cluster.local": dead})
+	addr := proxyWith(t, &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "outbound|9000||db.default.svc.cluster.local"}}, m, tel)
+	c := dial(t, addr)
+	if _, err := c.Write(bytes.Repeat([]byte("x"), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got 1000 bytes" {
+		t.Fatalf("reply %q, %v", got, err)
+	}
+	c.Close()
+	failAddr := proxyWith(t, &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "outbound|9001||gone.default.svc.cluster.local"}}, m, tel)
+	fc := dial(t, failAddr)
+	if n, err := fc.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes through a proxy whose upstream is down", n)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+		metric:
+			for _, mt := range mf.GetMetric() {
+				have := map[string]string{}
+				for _, lp := range mt.GetLabel() {
+					have[lp.GetName()] = lp.GetValue()
+				}
+				for k, v := range labels {
+					if have[k] != v {
+						continue metric
+					}
+				}
+				return mt.GetCounter().GetValue()
+			}
+		}
+		return -1
+	}
+	want := map[string]string{"reporter": "source", "source_workload": "client", "destination_service": "db.default.svc.cluster.local",
+		"request_protocol": "tcp", "response_flags": "-"}
+	deadline := time.Now().Add(5 * time.Second)
+	for value("istio_tcp_connections_closed_total", want) != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // the handler records the close after the client saw EOF
+	}
+	for name, v := range map[string]float64{"istio_tcp_connections_opened_total": 1, "istio_tcp_connections_closed_total": 1,
+		"istio_tcp_received_bytes_total": 1000, "istio_tcp_sent_bytes_total": float64(len("got 1000 bytes"))} {
+		if got := value(name, want); got != v {
+			t.Errorf("%s = %v, want %v", name, got, v)
+		}
+	}
+	gone := map[string]string{"destination_service": "gone.default.svc.cluster.local", "response_flags": "UF"}
+	if got := value("istio_tcp_connections_closed_total", gone); got != 1 {
+		t.Errorf("closed with UF = %v, want 1", got)
+	}
+	gone["response_flags"] = "-"
+	if got := value("istio_tcp_connections_opened_total", gone); got != 1 {
+		t.Errorf("opened (flags -) = %v, want 1", got)
 	}
 }
 

@@ -32,6 +32,7 @@ type Config struct {
 // Telemetry is one proxy's request telemetry.
 type Telemetry struct {
 	metrics *Metrics
+	tcp     *TCPMetrics
 	log     *AccessLog // nil when off
 	file    *os.File   // closed with the log when we opened it
 }
@@ -39,7 +40,8 @@ type Telemetry struct {
 // New builds the telemetry and opens the access log file, if any. The
 // caller must Close it.
 func New(cfg Config) (*Telemetry, error) {
-	t := &Telemetry{metrics: NewMetrics(WorkloadFromNode(cfg.Node))}
+	self := WorkloadFromNode(cfg.Node)
+	t := &Telemetry{metrics: NewMetrics(self), tcp: NewTCPMetrics(self)}
 	var out io.Writer
 	switch cfg.AccessLog {
 	case "", "off":
@@ -67,9 +69,12 @@ func (t *Telemetry) OnComplete(info *streaminfo.Info) {
 	}
 }
 
+// TCP returns the TCP connection metrics, for tcp_proxy.
+func (t *Telemetry) TCP() *TCPMetrics { return t.tcp }
+
 // Collectors are the collectors for the proxy's Prometheus registry.
 func (t *Telemetry) Collectors() []prometheus.Collector {
-	cs := t.metrics.Collectors()
+	cs := append(t.metrics.Collectors(), t.tcp.Collectors()...)
 	if t.log != nil {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "amime_access_log_dropped_total",
