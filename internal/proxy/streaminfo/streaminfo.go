@@ -108,6 +108,10 @@ type Info struct {
 	// PeerPrincipal is the downstream mTLS peer's identity ("" without a
 	// client certificate).
 	PeerPrincipal string
+	// PeerMetadata is the peer sidecar's x-envoy-peer-metadata: from the
+	// request on inbound listeners, from the upstream response on
+	// outbound ones ("" when the peer sent none).
+	PeerMetadata string
 	// Addresses and TLS server name, for access logs.
 	DownstreamLocal string // the listener address the request came in on
 	UpstreamLocal   string // the proxy's address on the upstream connection

@@ -33,6 +33,10 @@ type seriesKey struct {
 	grpcStatus string
 	// peer is the downstream mTLS peer's principal ("" for plaintext).
 	peer string
+	// workload is the peer sidecar's workload from the metadata exchange
+	// (nil: unknown); interned by PeerMetadata, so comparing pointers is
+	// comparing workloads.
+	workload *Workload
 }
 
 // series holds one label set's resolved handles, so recording a request
@@ -60,6 +64,8 @@ type Metrics struct {
 	// clusters caches each cluster's derived label values.
 	clusters map[string]*[numLabels]string
 	limit    int // maxSeries; lower in tests
+	// peers decodes the metadata exchange; nil ignores it.
+	peers *PeerMetadata
 }
 
 // NewMetrics returns the metrics of a proxy whose workload is self.
@@ -89,6 +95,9 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 // Record adds one finished request.
 func (m *Metrics) Record(info *streaminfo.Info) {
 	k := seriesKey{cluster: info.Cluster, code: info.ResponseCode, flags: info.Flags, grpc: info.GRPC, grpcStatus: info.GRPCStatus, peer: info.PeerPrincipal}
+	if m.peers != nil && info.PeerMetadata != "" {
+		k.workload = m.peers.Peer(info.PeerMetadata)
+	}
 	s := (*m.series.Load())[k]
 	if s == nil {
 		s = m.add(k)
@@ -136,6 +145,7 @@ func (m *Metrics) add(k seriesKey) *series {
 		v[lSrcPrincipal] = k.peer
 		v[lDstPrincipal] = first(m.self.Principal, unknown)
 	}
+	applyPeer(&v, k.workload)
 	vals := v[:]
 	s := &series{
 		requests: m.requests.WithLabelValues(vals...),
@@ -150,4 +160,28 @@ func (m *Metrics) add(k seriesKey) *series {
 	next[k] = s
 	m.series.Store(&next)
 	return s
+}
+
+// applyPeer fills the other side's workload labels from the metadata
+// exchange: the source on the server's report, the destination workload
+// on the client's.
+func applyPeer(v *[numLabels]string, w *Workload) {
+	if w == nil {
+		return
+	}
+	if v[lReporter] == "destination" {
+		v[lSrcWorkload] = w.Name
+		v[lSrcNamespace] = w.Namespace
+		v[lSrcApp] = w.App
+		v[lSrcVersion] = w.Version
+		v[lSrcCanonicalService] = w.CanonicalService
+		v[lSrcCanonicalRevision] = w.CanonicalRevision
+		return
+	}
+	v[lDstWorkload] = w.Name
+	v[lDstNamespace] = w.Namespace
+	v[lDstApp] = w.App
+	v[lDstVersion] = w.Version
+	v[lDstCanonicalService] = w.CanonicalService
+	v[lDstCanonicalRevision] = w.CanonicalRevision
 }

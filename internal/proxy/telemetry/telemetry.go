@@ -33,6 +33,7 @@ type Config struct {
 type Telemetry struct {
 	metrics *Metrics
 	tcp     *TCPMetrics
+	peers   *PeerMetadata
 	log     *AccessLog // nil when off
 	file    *os.File   // closed with the log when we opened it
 }
@@ -41,7 +42,8 @@ type Telemetry struct {
 // caller must Close it.
 func New(cfg Config) (*Telemetry, error) {
 	self := WorkloadFromNode(cfg.Node)
-	t := &Telemetry{metrics: NewMetrics(self), tcp: NewTCPMetrics(self)}
+	t := &Telemetry{metrics: NewMetrics(self), tcp: NewTCPMetrics(self), peers: NewPeerMetadata(cfg.Node)}
+	t.metrics.peers = t.peers
 	var out io.Writer
 	switch cfg.AccessLog {
 	case "", "off":
@@ -68,6 +70,9 @@ func (t *Telemetry) OnComplete(info *streaminfo.Info) {
 		t.log.Log(info)
 	}
 }
+
+// Peers is the proxy's side of Istio's peer metadata exchange.
+func (t *Telemetry) Peers() *PeerMetadata { return t.peers }
 
 // TCP returns the TCP connection metrics, for tcp_proxy.
 func (t *Telemetry) TCP() *TCPMetrics { return t.tcp }
