@@ -76,6 +76,7 @@ func (p *Proxy) startPrometheus(ctx context.Context, addr string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newProxyCollector(p), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(p.tel.Collectors()...) // istio_* request metrics
+	reg.MustRegister(p.tracer.Collector())  // envoy_tracing_* span export counters
 	mux := http.NewServeMux()
 	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	_, err := p.serveHTTP(ctx, "prometheus", addr, mux)

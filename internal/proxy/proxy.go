@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sort"
 	"sync"
@@ -31,6 +32,7 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/listener"
 	"github.com/amime-mesh/amime/internal/proxy/route"
 	"github.com/amime-mesh/amime/internal/proxy/telemetry"
+	"github.com/amime-mesh/amime/internal/proxy/tracing"
 	"github.com/amime-mesh/amime/internal/proxy/xdsclient"
 )
 
@@ -62,6 +64,9 @@ type Options struct {
 	// its credentials (the TLS xDS port, with the join token). Run starts
 	// it and waits for the first certificate before asking for config.
 	Agent *agent.Agent
+	// TraceFlushInterval is how often queued spans are exported when
+	// fewer than five wait (0: Envoy's 5 s).
+	TraceFlushInterval time.Duration
 }
 
 // Proxy is one running data plane.
@@ -78,6 +83,7 @@ type Proxy struct {
 	hcmEnv      *hcm.Env
 	deps        *listener.Deps
 	tel         *telemetry.Telemetry
+	tracer      *tracing.Tracer
 
 	mu              sync.Mutex // serializes config changes
 	ctx             context.Context
@@ -143,7 +149,16 @@ func New(opts Options) (*Proxy, error) {
 	p.clusters.OnHostRemove = hcm.ClosePool
 	empty := map[string]*route.Table{}
 	p.routes.Store(&empty)
-	p.hcmEnv = &hcm.Env{Routes: p, Clusters: p.clusters, Log: p.log, Conns: p.conns}
+	p.tracer = tracing.New(tracing.Options{
+		ServiceName: p.node.GetCluster(),
+		NodeID:      p.node.GetId(),
+		Zone:        p.node.GetLocality().GetZone(),
+		Resolve:     p.collectorAddr,
+		Log:         p.log.With("component", "tracing"),
+
+		FlushInterval: opts.TraceFlushInterval,
+	})
+	p.hcmEnv = &hcm.Env{Routes: p, Clusters: p.clusters, Log: p.log, Conns: p.conns, Tracer: p.tracer}
 	p.deps = &listener.Deps{HCM: p.hcmEnv, Clusters: p.clusters, Log: p.log}
 	if opts.Agent != nil {
 		p.deps.Secrets = opts.Agent
@@ -161,7 +176,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.staticClusters = sr.GetClusters()
 	for i, l := range sr.GetListeners() {
-		if _, err := listener.Compile(l, p.deps); err != nil {
+		if _, err := p.compileListener(l); err != nil {
 			return nil, fmt.Errorf("bootstrap: static_resources.listeners[%d] %q: %w", i, l.GetName(), err)
 		}
 	}
@@ -195,6 +210,31 @@ func New(opts Options) (*Proxy, error) {
 	p.tel = tel
 	p.hcmEnv.OnComplete = tel.OnComplete
 	return p, nil
+}
+
+// compileListener compiles a listener with its own copy of the
+// connection manager environment, which carries the listener's traffic
+// direction (the tracing operation: ingress or egress).
+func (p *Proxy) compileListener(l *listenerv3.Listener) (*listener.Compiled, error) {
+	env := *p.hcmEnv
+	env.TrafficDirection = l.GetTrafficDirection()
+	deps := *p.deps
+	deps.HCM = &env
+	return listener.Compile(l, &deps)
+}
+
+// collectorAddr resolves a tracing collector's cluster to one of its
+// hosts, at export time, as Envoy's async HTTP client picks one.
+func (p *Proxy) collectorAddr(name string) (string, error) {
+	c := p.clusters.Get(name)
+	if c == nil {
+		return "", fmt.Errorf("unknown cluster")
+	}
+	h := c.Pick(rand.Uint64())
+	if h == nil {
+		return "", fmt.Errorf("no healthy upstream")
+	}
+	return h.Addr, nil
 }
 
 // adsAddress finds the address of the static cluster that the bootstrap's
@@ -234,10 +274,17 @@ func (p *Proxy) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p.tel.Start()
-	// Runs after the listeners are drained: the last lines get written.
+	p.tracer.Start()
+	// Runs after the listeners are drained: the last lines get written,
+	// the last spans exported.
 	defer func() {
 		if err := p.tel.Close(); err != nil {
 			p.log.Warn("access log", "err", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.tracer.Close(ctx); err != nil {
+			p.log.Warn("tracing", "err", err)
 		}
 	}()
 	p.mu.Lock()
@@ -374,7 +421,7 @@ func (p *Proxy) applyListeners() error {
 	all := append([]*listenerv3.Listener{}, p.staticListeners...)
 	all = append(all, sortedValues(p.dynListeners)...)
 	for _, l := range all {
-		c, err := listener.Compile(l, p.deps)
+		c, err := p.compileListener(l)
 		if err != nil {
 			return fmt.Errorf("listener %q: %w", l.GetName(), err)
 		}
@@ -562,7 +609,7 @@ func (p *Proxy) updateListeners(res map[string]*anypb.Any) error {
 		if static[name] {
 			return fmt.Errorf("listener %q: a static listener has that name", name)
 		}
-		if _, err := listener.Compile(l, p.deps); err != nil {
+		if _, err := p.compileListener(l); err != nil {
 			return fmt.Errorf("listener %q: %w", name, err)
 		}
 		next[name] = l

@@ -17,6 +17,9 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/http1"
 	"github.com/amime-mesh/amime/internal/proxy/route"
+	"github.com/amime-mesh/amime/internal/proxy/tracing"
+	// Tracing provider types must be known to decode typed_config.
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 )
 
 // Config is a compiled HttpConnectionManager.
@@ -48,6 +51,10 @@ type Config struct {
 	RequestTimeout    time.Duration // 0: none
 	DrainTimeout      time.Duration // HTTP/2 GOAWAY grace, default 5s
 	Limits            http1.Limits
+
+	// Tracing is the compiled tracing config; nil when the connection
+	// manager does not trace (no tracing, or no provider).
+	Tracing *tracing.Config
 
 	// filters are the http_filters before the router, in order.
 	filters []httpFilter
@@ -118,6 +125,11 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 			return nil, fmt.Errorf("upgrade_configs[%d].upgrade_type: %q is not supported by amime (websocket is)", i, u.GetUpgradeType())
 		}
 	}
+	tc, err := tracing.Compile(m.GetTracing())
+	if err != nil {
+		return nil, err
+	}
+	c.Tracing = tc
 	filterNames, err := c.compileFilters(m)
 	if err != nil {
 		return nil, err
@@ -185,7 +197,7 @@ func Rules() fieldcheck.Rules {
 			"max_request_headers_kb", "stream_idle_timeout", "request_timeout", "drain_timeout",
 			"use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "generate_request_id",
 			"preserve_external_request_id", "always_set_request_id_in_response", "proxy_100_continue", "upgrade_configs",
-			"forward_client_cert_details", "set_current_client_cert_details",
+			"forward_client_cert_details", "set_current_client_cert_details", "tracing",
 		},
 		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": {"subject", "uri", "dns"},
 		"envoy.extensions.filters.network.http_connection_manager.v3.Rds":                                               {"config_source", "route_config_name"},
@@ -198,7 +210,7 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.core.v3.AggregatedConfigSource":                                                                   {},
 		"envoy.extensions.filters.http.router.v3.Router":                                                                {},
 	}
-	sets := []fieldcheck.Rules{r, route.Rules()}
+	sets := []fieldcheck.Rules{r, route.Rules(), tracing.Rules()}
 	for _, k := range filterKinds() {
 		sets = append(sets, k.rules)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/amime-mesh/amime/internal/proxy/http1"
 	"github.com/amime-mesh/amime/internal/proxy/route"
 	"github.com/amime-mesh/amime/internal/proxy/streaminfo"
+	"github.com/amime-mesh/amime/internal/proxy/tracing"
 	"github.com/amime-mesh/amime/internal/proxy/upstream"
 )
 
@@ -87,6 +88,9 @@ type stream struct {
 	// authentication results for RBAC); nil until a filter sets some.
 	meta      map[string]*structpb.Struct
 	rbacAttrs rbac.Attributes
+	// trace is the request's tracing state (trace.go), reused.
+	trace    tracing.Active
+	traceReq tracing.Request
 }
 
 func (st *stream) timeoutText(d time.Duration) string {
@@ -135,6 +139,9 @@ func (st *stream) serve(req *request, rw responder) bool {
 	defer st.complete()
 	st.hashOK, st.setCookie = false, ""
 	st.meta = nil
+	if h.cfg.Tracing != nil {
+		st.trace.Reset()
+	}
 
 	hdrs := &req.r.Headers
 	st.requestID(req)
@@ -149,6 +156,9 @@ func (st *stream) serve(req *request, rw responder) bool {
 	var rt *route.Route
 	if table != nil {
 		rt = table.Select(&req.r, st.rng.Uint64())
+	}
+	if tc := h.cfg.Tracing; tc != nil {
+		st.beginTrace(tc, req, rt)
 	}
 	for _, f := range h.cfg.filters {
 		if answered, ok := f.decode(st, req, rw, rt); answered {
@@ -210,6 +220,11 @@ func (st *stream) serve(req *request, rw responder) bool {
 	}
 	st.env.Request = &req.r
 	rt.MutateRequest(hdrs, &st.env)
+	if h.cfg.Tracing != nil {
+		// After the route's mutations, as Envoy's router injects; every
+		// try and mirror carries this context.
+		st.trace.Inject(hdrs)
+	}
 	// Request mirroring (mirror.go): fire-and-forget copies; with a body the
 	// copy is taken as the upstream send below streams it.
 	if mps := rt.MirrorPolicies(); mps != nil {
@@ -296,6 +311,9 @@ func (st *stream) pickHostAttempt(c *cluster.Cluster, hdrs *header.List, attempt
 
 func (st *stream) complete() {
 	st.info.Duration = time.Since(st.info.Start)
+	if st.trace.Sampled() {
+		st.finishTrace()
+	}
 	if f := st.h.env.OnComplete; f != nil {
 		f(&st.info)
 	}
@@ -578,6 +596,9 @@ func (st *stream) respHeaders(h *header.List, rt *route.Route, req *request, upg
 	if st.h.cfg.AlwaysSetRequestIDInResponse && st.info.RequestID != "" {
 		h.Set("x-request-id", st.info.RequestID)
 	}
+	if st.h.cfg.Tracing != nil {
+		st.trace.Response(h)
+	}
 }
 
 func (st *stream) serverHeader(h *header.List) {
@@ -619,6 +640,9 @@ func (st *stream) localWith(rw responder, req *request, rt *route.Route, status 
 	}
 	if st.h.cfg.AlwaysSetRequestIDInResponse && st.info.RequestID != "" {
 		h.Set("x-request-id", st.info.RequestID)
+	}
+	if st.h.cfg.Tracing != nil {
+		st.trace.Response(h)
 	}
 	bodyLen := int64(len(body))
 	if req.r.Method == "HEAD" {

@@ -9,9 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
 	"github.com/amime-mesh/amime/internal/proxy/cluster"
 	"github.com/amime-mesh/amime/internal/proxy/route"
 	"github.com/amime-mesh/amime/internal/proxy/streaminfo"
+	"github.com/amime-mesh/amime/internal/proxy/tracing"
 	"github.com/amime-mesh/amime/internal/proxy/upstream"
 )
 
@@ -37,6 +40,14 @@ type Env struct {
 	Conns *ConnTracker
 	// LocalAddress fills %DOWNSTREAM_LOCAL_ADDRESS%-style values.
 	Hostname string
+	// Tracer exports the spans of connection managers that trace (nil:
+	// contexts are propagated, spans dropped).
+	Tracer *tracing.Tracer
+	// TrafficDirection is the listener's (Envoy's tracing operation: an
+	// OUTBOUND listener makes CLIENT "egress" spans, INBOUND or unset
+	// SERVER "ingress" ones). The proxy gives each listener its own copy
+	// of the Env for it.
+	TrafficDirection corev3.TrafficDirection
 }
 
 // Handler serves downstream connections for one compiled Config.

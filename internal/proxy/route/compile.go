@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"github.com/amime-mesh/amime/internal/proxy/tracing"
 	"math"
 	"regexp"
 	"slices"
@@ -232,6 +233,17 @@ func (c *compiler) route(r *routev3.Route, vh *virtualHost, vhRetry *routev3.Ret
 	if d := r.Decorator; d != nil {
 		e.decorator = Decorator{Operation: d.Operation, Propagate: d.Propagate == nil || d.Propagate.Value}
 		e.hasDecorator = true
+	}
+	if t := r.Tracing; t != nil {
+		tags, err := tracing.CompileTags(t.CustomTags, p+".tracing.custom_tags")
+		if err != nil {
+			return nil, err
+		}
+		e.tracing = &Tracing{Tags: tags, Sampling: tracing.Sampling{
+			Client:  tracing.FractionOf(t.ClientSampling),
+			Random:  tracing.FractionOf(t.RandomSampling),
+			Overall: tracing.FractionOf(t.OverallSampling),
+		}}
 	}
 	var err error
 	if e.req, err = c.mutation(r.RequestHeadersToAdd, r.RequestHeadersToRemove, p+".request_headers_to_add", p+".request_headers_to_remove"); err != nil {

@@ -6,6 +6,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/amime-mesh/amime/internal/proxy/matcher"
+	"github.com/amime-mesh/amime/internal/proxy/tracing"
 )
 
 // entry is one compiled envoy.config.route.v3.Route.
@@ -18,6 +19,7 @@ type entry struct {
 
 	decorator    Decorator
 	hasDecorator bool
+	tracing      *Tracing // nil: the connection manager's
 
 	// Forward.
 	single          *Route // the Route returned when not weighted
@@ -115,6 +117,17 @@ type Decorator struct {
 // Decorator returns the route's decorator, ok false when none is set (the
 // tracer then names the span itself).
 func (r *Route) Decorator() (d Decorator, ok bool) { return r.e.decorator, r.e.hasDecorator }
+
+// Tracing is Route.tracing: sampling percentages that replace the
+// connection manager's for this route, and custom tags added to (and
+// overriding same-named) connection manager tags.
+type Tracing struct {
+	Sampling tracing.Sampling
+	Tags     []tracing.CustomTag
+}
+
+// Tracing returns the route's tracing override, nil when it has none.
+func (r *Route) Tracing() *Tracing { return r.e.tracing }
 
 // ClusterName returns the upstream cluster for a Forward route: the
 // configured cluster, or the first value of cluster_header. An empty result

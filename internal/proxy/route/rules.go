@@ -2,6 +2,7 @@ package route
 
 import (
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
+	"github.com/amime-mesh/amime/internal/proxy/tracing"
 )
 
 // Rules is the allow-list of the envoy.config.route.v3 (and matcher, core)
@@ -15,7 +16,7 @@ import (
 // that registers a FilterConfigParser must also list its config type.
 // Metadata is accepted whole: it is opaque data for filters.
 func Rules() fieldcheck.Rules {
-	return fieldcheck.Rules{
+	return fieldcheck.Merge(fieldcheck.Rules{
 		"envoy.config.route.v3.RouteConfiguration": {
 			"name", "virtual_hosts", "response_headers_to_add", "response_headers_to_remove",
 			"request_headers_to_add", "request_headers_to_remove", "most_specific_header_mutations_wins",
@@ -28,7 +29,7 @@ func Rules() fieldcheck.Rules {
 			"include_request_attempt_count", "include_attempt_count_in_response", "retry_policy", "metadata",
 		},
 		"envoy.config.route.v3.Route": {
-			"name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
+			"name", "match", "route", "redirect", "direct_response", "metadata", "decorator", "tracing",
 			"typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove",
 			"response_headers_to_add", "response_headers_to_remove",
 		},
@@ -86,7 +87,10 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.core.v3.HeaderValueOption":     {"header", "append", "append_action", "keep_empty_value"},
 		"envoy.config.core.v3.HeaderValue":           {"key", "value"},
 		"envoy.config.route.v3.Decorator":            {"operation", "propagate"},
-		"envoy.config.core.v3.Metadata":              {fieldcheck.All},
+		// Route-level tracing; the custom tag rules come with the tracing
+		// package's, which the connection manager merges in.
+		"envoy.config.route.v3.Tracing": {"client_sampling", "random_sampling", "overall_sampling", "custom_tags"},
+		"envoy.config.core.v3.Metadata": {fieldcheck.All},
 		"envoy.config.route.v3.RetryPolicy": {
 			"retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",
 			"host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off",
@@ -95,5 +99,5 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.route.v3.RetryPolicy.RetryHostPredicate": {"name", "typed_config"},
 		// The only retry host predicate amime implements.
 		"envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate": {},
-	}
+	}, tracing.TagRules())
 }
