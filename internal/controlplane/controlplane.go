@@ -27,6 +27,7 @@ import (
 	"github.com/amime-mesh/amime/internal/jwks"
 	"github.com/amime-mesh/amime/internal/register"
 	"github.com/amime-mesh/amime/internal/registry"
+	"github.com/amime-mesh/amime/internal/tracestore"
 	"github.com/amime-mesh/amime/internal/xds/server"
 	"github.com/amime-mesh/amime/internal/xds/translate"
 )
@@ -80,6 +81,8 @@ type ControlPlane struct {
 	leases *registry.Leases
 	xds    *server.Server
 	reg    *prometheus.Registry
+	// traces is the built-in trace collector (`amime up` exports to it).
+	traces *tracestore.Store
 
 	xdsLn, apiLn net.Listener
 
@@ -128,7 +131,7 @@ func New(opts Options) (*ControlPlane, error) {
 	if err := requireTokenOffLoopback(opts.APIAddr, opts.Token); err != nil {
 		return nil, err
 	}
-	cp := &ControlPlane{opts: opts, log: opts.Log, reg: prometheus.NewRegistry()}
+	cp := &ControlPlane{opts: opts, log: opts.Log, reg: prometheus.NewRegistry(), traces: tracestore.New(tracestore.Options{})}
 	var err error
 	if opts.DataDir != "" {
 		cp.store, err = config.OpenFileStore(opts.DataDir)
@@ -140,6 +143,7 @@ func New(opts Options) (*ControlPlane, error) {
 	}
 	cp.leases = registry.NewLeases(opts.UnhealthyAfter, opts.RemoveAfter, nil)
 	cp.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cp.reg.MustRegister(cp.traces.Collectors()...)
 	cp.xds = server.New(server.Options{Generator: cp, Debounce: opts.Debounce, Log: cp.log.With("component", "xds"), Registry: cp.reg})
 	cp.jwks = jwks.New(jwks.Options{Client: opts.JWKSClient, OnChange: func(key string) {
 		cp.jwksGen.Add(1)
@@ -256,6 +260,15 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	(&api{store: cp.store, token: cp.opts.Token, debug: cp.debugHandler(), leases: cp.leases, push: cp.xds.Push,
 		heartbeatInterval: heartbeatInterval(cp.opts.UnhealthyAfter), tokens: cp.tokens, ca: cp.ca}).routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.reg, promhttp.HandlerOpts{}))
+	// The built-in trace collector: proxies export without a token (as to
+	// any collector); reading traces needs the API's.
+	traces := tracestore.Handler(cp.traces)
+	mux.Handle("POST /v1/traces", traces)
+	mux.Handle("POST /api/v2/spans", traces)
+	a := &api{token: cp.opts.Token}
+	mux.HandleFunc("GET /api/traces", a.auth(traces.ServeHTTP))
+	mux.HandleFunc("GET /api/traces/{id}", a.auth(traces.ServeHTTP))
+	mux.HandleFunc("GET /api/services", a.auth(traces.ServeHTTP))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	wg.Add(1)

@@ -37,6 +37,7 @@ func (p *Proxy) startAdmin(ctx context.Context) (string, error) {
 		mux.HandleFunc("GET /config_dump", p.handleConfigDump)
 		mux.HandleFunc("GET /clusters", p.handleClusters)
 		mux.HandleFunc("GET /stats", p.handleStats)
+		mux.Handle("GET /stats/prometheus", p.prometheusHandler())
 		mux.HandleFunc("GET /ready", p.handleReady)
 		mux.HandleFunc("GET /server_info", p.handleServerInfo)
 		mux.HandleFunc("GET /certs", p.handleCerts)

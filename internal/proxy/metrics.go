@@ -73,12 +73,23 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 // startPrometheus serves /stats/prometheus (Istio's 15090) on its own
 // registry: nothing global, so several proxies can share a process in tests.
 func (p *Proxy) startPrometheus(ctx context.Context, addr string) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newProxyCollector(p), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(p.tel.Collectors()...) // istio_* request metrics
-	reg.MustRegister(p.tracer.Collector())  // envoy_tracing_* span export counters
 	mux := http.NewServeMux()
-	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /stats/prometheus", p.prometheusHandler())
 	_, err := p.serveHTTP(ctx, "prometheus", addr, mux)
 	return err
+}
+
+// prometheusHandler serves the proxy's metrics: its own, Go's and the
+// process's, Istio's standard ones, span export and access log counters.
+// The admin port serves it too (/stats/prometheus), as Envoy's does.
+func (p *Proxy) prometheusHandler() http.Handler {
+	p.promOnce.Do(func() {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newProxyCollector(p), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(p.tel.Collectors()...) // istio_* request and TCP metrics
+		reg.MustRegister(p.tracer.Collector())  // envoy_tracing_* span export counters
+		reg.MustRegister(p.sinks.Collectors()...)
+		p.prom = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	})
+	return p.prom
 }

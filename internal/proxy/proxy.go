@@ -5,11 +5,14 @@
 package proxy
 
 import (
+	"github.com/amime-mesh/amime/internal/proxy/accesslog"
+
 	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -81,6 +84,9 @@ type Proxy struct {
 	routes      atomic.Pointer[map[string]*route.Table]
 	conns       *hcm.ConnTracker
 	hcmEnv      *hcm.Env
+	sinks       *accesslog.Sinks
+	promOnce    sync.Once
+	prom        http.Handler
 	deps        *listener.Deps
 	tel         *telemetry.Telemetry
 	tracer      *tracing.Tracer
@@ -158,7 +164,10 @@ func New(opts Options) (*Proxy, error) {
 
 		FlushInterval: opts.TraceFlushInterval,
 	})
-	p.hcmEnv = &hcm.Env{Routes: p, Clusters: p.clusters, Log: p.log, Conns: p.conns, Tracer: p.tracer}
+	// Access log files of access_log configurations, shared by listeners
+	// and kept open for the proxy's life; closed by Run (or Close).
+	p.sinks = accesslog.NewSinks(0)
+	p.hcmEnv = &hcm.Env{Routes: p, Clusters: p.clusters, Log: p.log, Conns: p.conns, Tracer: p.tracer, AccessLogSinks: p.sinks}
 	p.deps = &listener.Deps{HCM: p.hcmEnv, Clusters: p.clusters, Log: p.log}
 	if opts.Agent != nil {
 		p.deps.Secrets = opts.Agent
@@ -176,7 +185,12 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.staticClusters = sr.GetClusters()
 	for i, l := range sr.GetListeners() {
-		if _, err := p.compileListener(l); err != nil {
+		// Validation only: no access log file is opened before Run.
+		env := *p.hcmEnv
+		env.AccessLogSinks = nil
+		deps := *p.deps
+		deps.HCM = &env
+		if _, err := listener.Compile(l, &deps); err != nil {
 			return nil, fmt.Errorf("bootstrap: static_resources.listeners[%d] %q: %w", i, l.GetName(), err)
 		}
 	}
@@ -209,6 +223,8 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.tel = tel
 	p.hcmEnv.OnComplete = tel.OnComplete
+	p.hcmEnv.PeerMetadataID, p.hcmEnv.PeerMetadataValue = tel.Peers().ID(), tel.Peers().Value()
+	p.deps.TCPTelemetry = tel.TCP()
 	return p, nil
 }
 
@@ -279,6 +295,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	// the last spans exported.
 	defer func() {
 		if err := p.tel.Close(); err != nil {
+			p.log.Warn("access log", "err", err)
+		}
+		if err := p.sinks.Close(); err != nil {
 			p.log.Warn("access log", "err", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

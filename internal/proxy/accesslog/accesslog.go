@@ -58,7 +58,8 @@ type Logger struct {
 }
 
 // Compile builds the loggers of a connection manager; files are opened
-// through sinks.
+// through sinks. With nil sinks the configuration is only validated: the
+// loggers returned must not be used.
 func Compile(list []*accesslogv3.AccessLog, sinks *Sinks) ([]*Logger, error) {
 	var out []*Logger
 	for i, al := range list {
@@ -104,6 +105,9 @@ func compileOne(al *accesslogv3.AccessLog, sinks *Sinks) (*Logger, error) {
 		if l.filter, err = compileFilter(al.GetFilter()); err != nil {
 			return nil, fmt.Errorf("filter.%w", err)
 		}
+	}
+	if sinks == nil {
+		return l, nil // validation only
 	}
 	if l.sink, err = sinks.Open(fa.GetPath()); err != nil {
 		return nil, fmt.Errorf("typed_config.path: %w", err)

@@ -7,6 +7,10 @@
 package hcm
 
 import (
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+
+	"github.com/amime-mesh/amime/internal/proxy/accesslog"
+
 	"fmt"
 	"time"
 
@@ -58,6 +62,23 @@ type Config struct {
 
 	// filters are the http_filters before the router, in order.
 	filters []httpFilter
+	// accessLogs is the access_log configuration; loggers its compiled
+	// form once Bind gave it the proxy's sinks.
+	accessLogs []*accesslogv3.AccessLog
+	loggers    []*accesslog.Logger
+}
+
+// BindAccessLogs compiles the access_log entries, opening their files
+// through sinks (nil: only validated). Call it before New.
+func (c *Config) BindAccessLogs(sinks *accesslog.Sinks) error {
+	loggers, err := accesslog.Compile(c.accessLogs, sinks)
+	if err != nil {
+		return err
+	}
+	if sinks != nil {
+		c.loggers = loggers
+	}
+	return nil
 }
 
 const routerFilterType = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -86,6 +107,7 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	if m.GetGenerateRequestId() != nil {
 		c.GenerateRequestID = m.GetGenerateRequestId().GetValue()
 	}
+	c.accessLogs = m.GetAccessLog()
 	c.ForwardClientCert = m.GetForwardClientCertDetails()
 	c.SetCurrentClientCert = m.GetSetCurrentClientCertDetails()
 	if m.GetServerName() != "" {
@@ -197,7 +219,7 @@ func Rules() fieldcheck.Rules {
 			"max_request_headers_kb", "stream_idle_timeout", "request_timeout", "drain_timeout",
 			"use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "generate_request_id",
 			"preserve_external_request_id", "always_set_request_id_in_response", "proxy_100_continue", "upgrade_configs",
-			"forward_client_cert_details", "set_current_client_cert_details", "tracing",
+			"forward_client_cert_details", "set_current_client_cert_details", "access_log", "tracing",
 		},
 		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": {"subject", "uri", "dns"},
 		"envoy.extensions.filters.network.http_connection_manager.v3.Rds":                                               {"config_source", "route_config_name"},
@@ -210,7 +232,7 @@ func Rules() fieldcheck.Rules {
 		"envoy.config.core.v3.AggregatedConfigSource":                                                                   {},
 		"envoy.extensions.filters.http.router.v3.Router":                                                                {},
 	}
-	sets := []fieldcheck.Rules{r, route.Rules(), tracing.Rules()}
+	sets := []fieldcheck.Rules{r, route.Rules(), tracing.Rules(), accesslog.Rules()}
 	for _, k := range filterKinds() {
 		sets = append(sets, k.rules)
 	}

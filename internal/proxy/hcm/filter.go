@@ -76,6 +76,8 @@ func filterKinds() map[string]filterKind {
 			perRoute: jwtauthn.ParsePerRoute,
 			rules:    jwtauthn.Rules(),
 		},
+		typedStructURL:     peerExchangeKind(),
+		udpaTypedStructURL: peerExchangeKind(),
 	}
 }
 

@@ -88,6 +88,11 @@ type stream struct {
 	// authentication results for RBAC); nil until a filter sets some.
 	meta      map[string]*structpb.Struct
 	rbacAttrs rbac.Attributes
+	// peerX is the connection manager's peer metadata exchange, once its
+	// filter ran on the request (nil: none).
+	peerX *peerExchange
+	// reqHdrs is the request's header list, for the access log.
+	reqHdrs *header.List
 	// trace is the request's tracing state (trace.go), reused.
 	trace    tracing.Active
 	traceReq tracing.Request
@@ -139,6 +144,12 @@ func (st *stream) serve(req *request, rw responder) bool {
 	defer st.complete()
 	st.hashOK, st.setCookie = false, ""
 	st.meta = nil
+	st.peerX = nil
+	st.reqHdrs = &req.r.Headers
+	info.DownstreamLocal = st.localAddr
+	if st.peer != nil {
+		info.SNI = st.peer.conn.SNI
+	}
 	if h.cfg.Tracing != nil {
 		st.trace.Reset()
 	}
@@ -313,6 +324,14 @@ func (st *stream) complete() {
 	st.info.Duration = time.Since(st.info.Start)
 	if st.trace.Sampled() {
 		st.finishTrace()
+	}
+	if len(st.h.cfg.loggers) > 0 {
+		if st.reqHdrs != nil {
+			st.info.RequestHeaders = *st.reqHdrs
+		}
+		for _, l := range st.h.cfg.loggers {
+			l.Log(&st.info)
+		}
 	}
 	if f := st.h.env.OnComplete; f != nil {
 		f(&st.info)
@@ -599,6 +618,10 @@ func (st *stream) respHeaders(h *header.List, rt *route.Route, req *request, upg
 	if st.h.cfg.Tracing != nil {
 		st.trace.Response(h)
 	}
+	if st.peerX != nil {
+		st.peerX.response(st, h)
+	}
+	st.info.ResponseHeaders = *h
 }
 
 func (st *stream) serverHeader(h *header.List) {
@@ -644,6 +667,7 @@ func (st *stream) localWith(rw responder, req *request, rt *route.Route, status 
 	if st.h.cfg.Tracing != nil {
 		st.trace.Response(h)
 	}
+	st.info.ResponseHeaders = *h
 	bodyLen := int64(len(body))
 	if req.r.Method == "HEAD" {
 		bodyLen = noBody

@@ -1,6 +1,8 @@
 package hcm
 
 import (
+	"github.com/amime-mesh/amime/internal/proxy/accesslog"
+
 	"context"
 	"log/slog"
 	"math/rand/v2"
@@ -48,6 +50,13 @@ type Env struct {
 	// SERVER "ingress" ones). The proxy gives each listener its own copy
 	// of the Env for it.
 	TrafficDirection corev3.TrafficDirection
+	// PeerMetadataID and PeerMetadataValue are what the peer metadata
+	// exchange sends (x-envoy-peer-metadata-id, x-envoy-peer-metadata);
+	// empty sends nothing.
+	PeerMetadataID, PeerMetadataValue string
+	// AccessLogSinks open the files of access_log configurations (nil:
+	// access logs are validated but not written).
+	AccessLogSinks *accesslog.Sinks
 }
 
 // Handler serves downstream connections for one compiled Config.

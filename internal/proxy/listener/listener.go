@@ -28,6 +28,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/amime-mesh/amime/internal/proxy/accesslog"
 	"github.com/amime-mesh/amime/internal/proxy/drain"
 	"github.com/amime-mesh/amime/internal/proxy/fieldcheck"
 	"github.com/amime-mesh/amime/internal/proxy/hcm"
@@ -257,6 +258,13 @@ func compileChain(fc *listenerv3.FilterChain, deps *Deps, l *Compiled) (*chain, 
 		}
 		hc, err := hcm.Compile(cfg)
 		if err != nil {
+			return nil, fmt.Errorf("%s.typed_config.%w", at, err)
+		}
+		var sinks *accesslog.Sinks
+		if deps.HCM != nil {
+			sinks = deps.HCM.AccessLogSinks
+		}
+		if err := hc.BindAccessLogs(sinks); err != nil {
 			return nil, fmt.Errorf("%s.typed_config.%w", at, err)
 		}
 		if hc.RDSName != "" {
