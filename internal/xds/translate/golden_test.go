@@ -63,6 +63,8 @@ type testProxy struct {
 	// Unhealthy lists WorkloadEntries ("namespace/name") whose heartbeats
 	// stopped.
 	Unhealthy []string `json:"unhealthy"`
+	// MeshConfig is Istio's MeshConfig for the case.
+	MeshConfig json.RawMessage `json:"meshConfig"`
 }
 
 type testCase struct {
@@ -140,6 +142,8 @@ func loadCase(t testing.TB, path string) testCase {
 			tc.in.AuthorizationPolicies = append(tc.in.AuthorizationPolicies, o)
 		case config.RequestAuthentication:
 			tc.in.RequestAuthentications = append(tc.in.RequestAuthentications, o)
+		case config.Telemetry:
+			tc.in.Telemetries = append(tc.in.Telemetries, o)
 		default:
 			t.Fatalf("%s: kind %s is not an input of the translator", path, kind.Kind)
 		}
@@ -162,6 +166,13 @@ func loadCase(t testing.TB, path string) testCase {
 	}
 	if tp.RegistryOnly {
 		p.Mesh.OutboundTrafficPolicy = RegistryOnly
+	}
+	if len(tp.MeshConfig) > 0 {
+		mc, err := config.DecodeMeshConfig(tp.MeshConfig)
+		if err != nil {
+			t.Fatalf("%s: meshConfig: %v", path, err)
+		}
+		p.Mesh.Config = mc
 	}
 	for _, in := range tp.Inbound {
 		p.Inbound = append(p.Inbound, InboundPort{Name: in.Name, Protocol: registry.ParseProtocol(in.Protocol), Port: in.Port, ListenPort: in.ListenPort, TargetPort: in.TargetPort})

@@ -257,6 +257,7 @@ func (b *builder) httpListener(name, ip string, port uint32, dir corev3.TrafficD
 	} else {
 		b.applyTelemetry(m, modeClient)
 	}
+	m.HttpFilters = append([]*hcmv3.HttpFilter{metadataExchangeFilter(modeClient)}, m.HttpFilters...)
 	return listenerWith(name, ip, port, dir, "envoy.filters.network.http_connection_manager", mustAny(m))
 }
 
@@ -399,7 +400,7 @@ func (b *builder) inboundListeners() {
 			StatPrefix:     statPrefix(corev3.TrafficDirection_INBOUND, ip, port),
 			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
 			// Authentication and authorization, then the router.
-			HttpFilters: append(b.securityHTTPFilters(target),
+			HttpFilters: append(append([]*hcmv3.HttpFilter{metadataExchangeFilter(modeServer)}, b.securityHTTPFilters(target)...),
 				&hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: copyAny(routerFilter)}}),
 			UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
@@ -15,6 +16,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -471,4 +473,38 @@ func jsonFormat(fields map[string]string) *fileaccesslogv3.FileAccessLog_LogForm
 	return &fileaccesslogv3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
 		Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: st},
 	}}
+}
+
+// metadataExchangeFilter is Istio's peer metadata filter as istiod sends it
+// (a TypedStruct of io.istio.http.peer_metadata.Config): outbound and
+// gateway listeners learn the upstream's workload from the response and
+// announce theirs upstream; inbound ones learn the caller's and answer
+// with theirs.
+func metadataExchangeFilter(mode telemetryMode) *hcmv3.HttpFilter {
+	cfg := exchangeClient
+	if mode == modeServer {
+		cfg = exchangeServer
+	}
+	return &hcmv3.HttpFilter{Name: "istio.metadata_exchange", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: copyAny(cfg)}}
+}
+
+// The two configurations of the filter, built once.
+var (
+	exchangeClient = exchangeConfig(modeClient)
+	exchangeServer = exchangeConfig(modeServer)
+)
+
+func exchangeConfig(mode telemetryMode) *anypb.Any {
+	headers := structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{
+		structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"istio_headers": structpb.NewStructValue(&structpb.Struct{})}}),
+	}})
+	v := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	if mode == modeServer {
+		v.Fields["downstream_discovery"] = headers
+		v.Fields["downstream_propagation"] = headers
+	} else {
+		v.Fields["upstream_discovery"] = headers
+		v.Fields["upstream_propagation"] = headers
+	}
+	return mustAny(&xdstypev3.TypedStruct{TypeUrl: "type.googleapis.com/io.istio.http.peer_metadata.Config", Value: v})
 }
