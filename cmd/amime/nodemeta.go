@@ -30,6 +30,9 @@ type nodeMeta struct {
 	bindIP         string
 	// mtls: the proxy holds a workload certificate (it has a join token).
 	mtls bool
+	// workloadName is the workload's name in telemetry (a Deployment's);
+	// prometheusAddr is copied from --prometheus-addr.
+	workloadName, prometheusAddr string
 }
 
 func (m *nodeMeta) register(f *pflag.FlagSet) {
@@ -39,6 +42,7 @@ func (m *nodeMeta) register(f *pflag.FlagSet) {
 	f.StringVar(&m.serviceAccount, "service-account", "", "the workload's service account (its identity)")
 	f.StringArrayVar(&m.inbound, "inbound", nil, "a port the workload serves: NAME:PROTOCOL:PORT[:LISTEN_PORT[:APP_PORT]] (repeatable), e.g. http:HTTP:8080:15081:9080")
 	f.StringVar(&m.httpProxy, "http-proxy-addr", "", "ip:port of the outbound listener the application uses as HTTP_PROXY, e.g. 127.0.0.1:15001")
+	f.StringVar(&m.workloadName, "workload", "", "the workload's name in metrics (a Deployment's name, e.g. reviews-v1); default: from the node id, else APP-VERSION")
 	f.StringVar(&m.bindIP, "outbound-bind-ip", "", "IP for one outbound listener per service port, e.g. 127.0.0.2")
 }
 
@@ -89,6 +93,20 @@ func (m *nodeMeta) apply(n *corev3.Node) error {
 	}
 	if m.mtls {
 		f[controlplane.MetaTLSMode] = structpb.NewStringValue(controlplane.TLSModeIstio)
+	}
+	if m.workloadName != "" {
+		f[controlplane.MetaWorkloadName] = structpb.NewStringValue(m.workloadName)
+	}
+	if m.prometheusAddr != "" {
+		f[controlplane.MetaPrometheusAddr] = structpb.NewStringValue(m.prometheusAddr)
+	}
+	if n.Cluster == "" {
+		// Istio's node cluster, the service name spans are reported under:
+		// canonical service "." namespace.
+		name := firstNonEmpty(m.labels["service.istio.io/canonical-name"], m.labels["app.kubernetes.io/name"], m.labels["app"], m.workloadName)
+		if name != "" {
+			n.Cluster = name + "." + m.namespace
+		}
 	}
 	if len(m.inbound) > 0 {
 		var ports []translate.InboundPort
@@ -147,4 +165,13 @@ func (m *nodeMeta) registration(name string, c *apiclient.Client) (register.Opti
 		labels[controlplane.TLSModeLabel] = controlplane.TLSModeIstio
 	}
 	return register.Options{Client: c, Namespace: m.namespace, Name: name, Address: addr, Labels: labels, Ports: ports, ServiceAccount: m.serviceAccount}, nil
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

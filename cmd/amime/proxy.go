@@ -75,6 +75,7 @@ refused with their path, never ignored.`,
 				opts.Agent = a
 				meta.mtls = true
 			}
+			meta.prometheusAddr = opts.PrometheusAddr
 			if err := meta.apply(b.Node); err != nil {
 				return err
 			}

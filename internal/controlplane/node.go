@@ -20,6 +20,12 @@ const (
 	MetaLabels         = "LABELS"
 	MetaInstanceIPs    = "INSTANCE_IPS"
 	MetaServiceAccount = "SERVICE_ACCOUNT"
+	// MetaWorkloadName is the workload's name (a Deployment's, in
+	// Kubernetes): the source_workload/destination_workload of metrics.
+	MetaWorkloadName = "WORKLOAD_NAME"
+	// MetaPrometheusAddr is where the proxy serves /stats/prometheus, for
+	// the console's scraper.
+	MetaPrometheusAddr = "AMIME_PROMETHEUS_ADDR"
 	// MetaGenerator "grpc" marks a proxyless gRPC client (grpc-go's xds
 	// resolver), as Istio's bootstrap for gRPC sets it.
 	MetaGenerator = "GENERATOR"

@@ -1,5 +1,37 @@
 package up
 
+// meshConfig is `amime up`'s Istio MeshConfig, written once to
+// <data-dir>/mesh.yaml (edit it and restart to change it): every request
+// is traced (a laptop mesh has little traffic, and seeing a trace is the
+// point) to the control plane's built-in collector, registered below as
+// the ServiceEntry amime-system/trace-collector.
+const meshConfig = `# amime up's mesh configuration (Istio's MeshConfig). Edit and restart amime up.
+extensionProviders:
+- name: amime-collector
+  opentelemetry:
+    service: trace-collector.amime-system.svc.cluster.local
+    port: %d
+    http: {path: /v1/traces, timeout: 5s}
+defaultProviders:
+  tracing: [amime-collector]
+defaultConfig:
+  tracing: {sampling: 100}
+`
+
+// collectorConfig registers the control plane's API, where its trace
+// collector listens, as the service the tracing provider names.
+const collectorConfig = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: trace-collector, namespace: amime-system}
+spec:
+  hosts: [trace-collector.amime-system.svc.cluster.local]
+  location: MESH_EXTERNAL
+  ports: [{number: %d, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: %s}]
+`
+
 // defaultConfig is what `amime up` applies on a first start (an existing
 // object of the same name is left alone, so the user's changes survive
 // restarts): the tutorial's three services, and an ingress gateway on

@@ -134,6 +134,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := applyDefaultsOnce(ctx, client, opts.DataDir); err != nil {
 		return fmt.Errorf("default configuration: %w", err)
 	}
+	if err := m.ensureCollector(ctx, client); err != nil {
+		return fmt.Errorf("trace collector service entry: %w", err)
+	}
 	for _, d := range Deployments {
 		n := opts.Replicas[d.Name()]
 		if n == 0 {
@@ -260,9 +263,13 @@ func (m *Mesh) stopAll() {
 }
 
 func (m *Mesh) startControlPlane() error {
+	meshFile, err := m.writeMeshConfigOnce()
+	if err != nil {
+		return err
+	}
 	c, err := m.spawn("control-plane", nil, "control-plane", "--data-dir", m.opts.DataDir,
 		"--xds-addr", m.opts.XDSAddr, "--secure-xds-addr", m.opts.SecureXDSAddr, "--api-addr", m.opts.APIAddr,
-		"--unhealthy-after", "5s", "--remove-after", "15s")
+		"--mesh-config", meshFile, "--unhealthy-after", "5s", "--remove-after", "15s")
 	if err != nil {
 		return err
 	}
@@ -300,9 +307,14 @@ func (m *Mesh) startGateway() error {
 	if err != nil {
 		return err
 	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return err
+	}
 	c, err := m.spawn("ingressgateway", nil, append([]string{"proxy", "--mode", "gateway",
 		"--node-id", "router~127.0.0.1~ingressgateway.istio-system", "--namespace", "istio-system",
-		"--labels", "istio=ingressgateway,app=istio-ingressgateway", "--instance-ip", "127.0.0.1"}, id...)...)
+		"--labels", "istio=ingressgateway,app=istio-ingressgateway", "--instance-ip", "127.0.0.1",
+		"--workload", "istio-ingressgateway", "--prometheus-addr", "127.0.0.1:" + strconv.Itoa(ports[0])}, id...)...)
 	if err != nil {
 		return err
 	}
@@ -335,7 +347,7 @@ func (m *Mesh) scale(d Deployment, n int) error {
 }
 
 func (m *Mesh) startInstance(d Deployment) (*instance, error) {
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +370,8 @@ func (m *Mesh) startInstance(d Deployment) (*instance, error) {
 		"--labels", "app=" + d.Service + ",version=" + d.Version, "--instance-ip", "127.0.0.1",
 		"--inbound", fmt.Sprintf("http:HTTP:8080:%d:%d", in.inboundPort, ports[0]),
 		"--http-proxy-addr", "127.0.0.1:" + strconv.Itoa(in.proxyPort),
-		"--register", "--workload-name", name}, id...)...)
+		"--register", "--workload-name", name, "--workload", d.Name(),
+		"--prometheus-addr", "127.0.0.1:" + strconv.Itoa(ports[3])}, id...)...)
 	if err != nil {
 		in.app.stop(time.Second)
 		return nil, err
@@ -475,7 +488,50 @@ func applyDefaultsOnce(ctx context.Context, c *apiclient.Client, dataDir string)
 
 // applyDefaults creates the default objects that do not exist yet.
 func applyDefaults(ctx context.Context, c *apiclient.Client) error {
-	objs, err := config.Decode([]byte(defaultConfig))
+	return applyMissing(ctx, c, defaultConfig)
+}
+
+// writeMeshConfigOnce writes <data-dir>/mesh.yaml unless it exists (the
+// user's edits survive restarts) and returns its path.
+func (m *Mesh) writeMeshConfigOnce() (string, error) {
+	path := filepath.Join(m.opts.DataDir, "mesh.yaml")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	_, port, err := net.SplitHostPort(m.opts.APIAddr)
+	if err != nil {
+		return "", fmt.Errorf("--api-addr: %w", err)
+	}
+	p, _ := strconv.Atoi(port)
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(meshConfig, p)), 0o644); err != nil {
+		return "", fmt.Errorf("mesh config: %w", err)
+	}
+	return path, nil
+}
+
+// ensureCollector registers the built-in trace collector (every start:
+// it follows --api-addr).
+func (m *Mesh) ensureCollector(ctx context.Context, c *apiclient.Client) error {
+	host, port, err := net.SplitHostPort(m.opts.APIAddr)
+	if err != nil {
+		return fmt.Errorf("--api-addr: %w", err)
+	}
+	p, _ := strconv.Atoi(port)
+	objs, err := config.Decode([]byte(fmt.Sprintf(collectorConfig, p, host)))
+	if err != nil {
+		return err
+	}
+	doc, err := config.Encode(objs[0], "yaml")
+	if err != nil {
+		return err
+	}
+	_, err = c.Apply(ctx, doc, objs[0].Meta.Namespace, false)
+	return err
+}
+
+// applyMissing creates the objects of doc that do not exist yet.
+func applyMissing(ctx context.Context, c *apiclient.Client, doc string) error {
+	objs, err := config.Decode([]byte(doc))
 	if err != nil {
 		return err
 	}
