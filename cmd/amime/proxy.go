@@ -128,6 +128,7 @@ refused with their path, never ignored.`,
 	f.StringVar(&opts.AdminAddr, "admin-addr", "", "admin listener address (default: the bootstrap's admin address; none if unset)")
 	f.StringVar(&opts.HealthAddr, "health-addr", "", "health endpoint address serving /healthz/ready (Istio uses :15021); empty disables it")
 	f.StringVar(&opts.PrometheusAddr, "prometheus-addr", "", "address serving /stats/prometheus (Istio uses :15090); empty disables it")
+	f.BoolVar(&opts.NoMetrics, "no-metrics", false, "do not record Istio's standard request metrics (istio_requests_total, …)")
 	f.StringVar(&opts.AccessLog, "access-log", "", "request log: stdout, a file path, or off (default: stdout with --xds, off with only --bootstrap)")
 	f.StringVar(&logFormat, "access-log-format", "json", "access log format: json (Istio's JSON fields) or text (Envoy's default line)")
 	id.register(f)

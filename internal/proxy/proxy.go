@@ -61,6 +61,8 @@ type Options struct {
 	// AccessLog is where request lines go: "" or "off" (none), "stdout",
 	// or a file path.
 	AccessLog       string
+	// NoMetrics turns Istio's standard request metrics off.
+	NoMetrics bool
 	AccessLogFormat telemetry.Format
 	// Agent, when set, is the workload identity agent: it serves the SDS
 	// secrets of TLS transport sockets, and the xDS client connects with
@@ -217,7 +219,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	// Last, so that no error above leaves the access log file open. No
 	// request is served before Run, so setting the hook now is safe.
-	tel, err := telemetry.New(telemetry.Config{Node: p.node, AccessLog: opts.AccessLog, AccessLogFormat: opts.AccessLogFormat})
+	tel, err := telemetry.New(telemetry.Config{Node: p.node, AccessLog: opts.AccessLog, AccessLogFormat: opts.AccessLogFormat, NoMetrics: opts.NoMetrics})
 	if err != nil {
 		return nil, fmt.Errorf("access log: %w", err)
 	}

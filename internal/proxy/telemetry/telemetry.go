@@ -24,6 +24,9 @@ type Config struct {
 	// AccessLog is "off" or "" (none), "stdout", or a file to append to.
 	AccessLog       string
 	AccessLogFormat Format
+	// NoMetrics turns Istio's standard request metrics off (the Telemetry
+	// API's metrics disabled), for benchmarks and proxies scraped by none.
+	NoMetrics bool
 	// FlushInterval bounds how long a log line waits in the buffer;
 	// default 1s.
 	FlushInterval time.Duration
@@ -36,6 +39,8 @@ type Telemetry struct {
 	peers   *PeerMetadata
 	log     *AccessLog // nil when off
 	file    *os.File   // closed with the log when we opened it
+	// noMetrics skips the request metrics.
+	noMetrics bool
 }
 
 // New builds the telemetry and opens the access log file, if any. The
@@ -44,6 +49,7 @@ func New(cfg Config) (*Telemetry, error) {
 	self := WorkloadFromNode(cfg.Node)
 	t := &Telemetry{metrics: NewMetrics(self), tcp: NewTCPMetrics(self), peers: NewPeerMetadata(cfg.Node)}
 	t.metrics.peers = t.peers
+	t.noMetrics = cfg.NoMetrics
 	var out io.Writer
 	switch cfg.AccessLog {
 	case "", "off":
@@ -65,7 +71,9 @@ func New(cfg Config) (*Telemetry, error) {
 // OnComplete records a finished request; it is hcm.Env.OnComplete. It
 // keeps nothing of info past the call.
 func (t *Telemetry) OnComplete(info *streaminfo.Info) {
-	t.metrics.Record(info)
+	if !t.noMetrics {
+		t.metrics.Record(info)
+	}
 	if t.log != nil {
 		t.log.Log(info)
 	}
