@@ -60,9 +60,9 @@ type Options struct {
 	Quit func()
 	// AccessLog is where request lines go: "" or "off" (none), "stdout",
 	// or a file path.
-	AccessLog       string
+	AccessLog string
 	// NoMetrics turns Istio's standard request metrics off.
-	NoMetrics bool
+	NoMetrics       bool
 	AccessLogFormat telemetry.Format
 	// Agent, when set, is the workload identity agent: it serves the SDS
 	// secrets of TLS transport sockets, and the xDS client connects with
