@@ -47,7 +47,7 @@ func newControlPlaneCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "amime control plane: xDS on %s (TLS: %s), API on http://%s\n", cp.XDSAddr(), orNone(cp.SecureXDSAddr()), cp.APIAddr())
+			fmt.Fprintf(cmd.ErrOrStderr(), "amime control plane: xDS on %s (TLS: %s), API on http://%s, console %s\n", cp.XDSAddr(), orNone(cp.SecureXDSAddr()), cp.APIAddr(), orNone(consoleURL(cp.ConsoleAddr())))
 			return cp.Run(cmd.Context())
 		},
 	}
@@ -60,6 +60,8 @@ func newControlPlaneCmd() *cobra.Command {
 	f.StringVar(&opts.CADir, "ca-dir", "", "operator CA in Istio's plug-in files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a self-signed root under --data-dir")
 	f.DurationVar(&opts.CertTTL, "workload-cert-ttl", 24*time.Hour, "workload certificate lifetime when a proxy does not ask for one (at most 90 days)")
 	f.StringVar(&opts.APIAddr, "api-addr", "127.0.0.1:15014", "HTTP API, /metrics and /debug listen address")
+	f.StringVar(&opts.ConsoleAddr, "console-addr", "127.0.0.1:20001", "the console (amime dashboard): service graph, traces, proxies; empty disables it (loopback only: it has no login)")
+	f.StringVar(&opts.PrometheusURL, "prometheus-url", "", "Prometheus the console reads metrics from (default: it scrapes the proxies itself)")
 	f.StringVar(&opts.Token, "api-token", os.Getenv("AMIME_TOKEN"), "bearer token required on the API (mandatory off loopback)")
 	f.StringVar(&opts.Mesh.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
 	f.BoolVar(&registryOnly, "registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
@@ -75,4 +77,11 @@ func orNone(s string) string {
 		return "off"
 	}
 	return s
+}
+
+func consoleURL(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return "http://" + addr + "/"
 }

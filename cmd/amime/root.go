@@ -30,6 +30,6 @@ func newRootCmd() *cobra.Command {
 	sf.register(root)
 	root.AddCommand(newProxyCmd(&sf), newUpCmd(), newControlPlaneCmd(), newApplyCmd(&sf), newGetCmd(&sf), newDeleteCmd(&sf),
 		newProxyStatusCmd(&sf), newProxyConfigCmd(&sf), newDemoServiceCmd(), newScaleCmd())
-	root.AddCommand(newAnalyzeCmd(&sf), newTokenCmd(&sf), newCACmd(&sf))
+	root.AddCommand(newAnalyzeCmd(&sf), newTokenCmd(&sf), newCACmd(&sf), newDashboardCmd())
 	return root
 }

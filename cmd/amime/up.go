@@ -40,6 +40,7 @@ on 127.0.0.1:8080. Ctrl-C stops everything; applied configuration is kept in --d
 	f.StringVar(&opts.XDSAddr, "xds-addr", "127.0.0.1:15010", "control plane xDS address")
 	f.StringVar(&opts.SecureXDSAddr, "secure-xds-addr", "127.0.0.1:15012", "control plane TLS xDS and CA address (proxies get certificates and speak mTLS)")
 	f.StringVar(&opts.APIAddr, "api-addr", "127.0.0.1:15014", "control plane API address")
+	f.StringVar(&opts.ConsoleAddr, "console-addr", "127.0.0.1:20001", "the console (service graph, traces, proxies)")
 	f.StringVar(&opts.ControlAddr, "control-addr", "127.0.0.1:15015", "address `amime scale` talks to")
 	f.StringToIntVar(&opts.Replicas, "replicas", nil, "instances per deployment, e.g. recommendation-v2=2")
 	return cmd

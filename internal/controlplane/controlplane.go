@@ -63,6 +63,12 @@ type Options struct {
 	// the store (GitOps): objects from it are created, updated and deleted
 	// as the files change; objects applied through the API are left alone.
 	ConfigDir string
+	// ConsoleAddr serves the console (`amime dashboard`, Kiali's 20001);
+	// "" turns it off. It has no login, so it must be a loopback address.
+	ConsoleAddr string
+	// PrometheusURL, when set, is where the console reads metrics instead
+	// of scraping the proxies.
+	PrometheusURL string
 	// Mesh is the mesh-wide configuration.
 	Mesh translate.Mesh
 	// Debounce of pushes (default 100 ms).
@@ -85,6 +91,7 @@ type ControlPlane struct {
 	traces *tracestore.Store
 
 	xdsLn, apiLn net.Listener
+	consoleLn    net.Listener // nil when the console is off
 
 	// Identity (nil without SecureXDSAddr).
 	ca       *ca.CA
@@ -159,6 +166,18 @@ func New(opts Options) (*ControlPlane, error) {
 		_ = cp.store.Close()
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
+	if opts.ConsoleAddr != "" {
+		if err := requireLoopback(opts.ConsoleAddr); err != nil {
+			cp.closeListeners()
+			_ = cp.store.Close()
+			return nil, err
+		}
+		if cp.consoleLn, err = net.Listen("tcp", opts.ConsoleAddr); err != nil {
+			cp.closeListeners()
+			_ = cp.store.Close()
+			return nil, fmt.Errorf("console listener: %w", err)
+		}
+	}
 	if opts.SecureXDSAddr != "" {
 		if err := cp.openIdentity(); err != nil {
 			cp.closeListeners()
@@ -170,7 +189,7 @@ func New(opts Options) (*ControlPlane, error) {
 }
 
 func (cp *ControlPlane) closeListeners() {
-	for _, ln := range []net.Listener{cp.xdsLn, cp.apiLn, cp.secureLn} {
+	for _, ln := range []net.Listener{cp.xdsLn, cp.apiLn, cp.secureLn, cp.consoleLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}
@@ -178,6 +197,19 @@ func (cp *ControlPlane) closeListeners() {
 	if cp.tmpDir != "" {
 		_ = os.RemoveAll(cp.tmpDir)
 	}
+}
+
+// requireLoopback refuses a console address beyond this machine: the
+// console has no login (reach it through an SSH tunnel or a port-forward).
+func requireLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--console-addr %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--console-addr %s is not a loopback address: the console has no login; serve it on 127.0.0.1 and reach it through a tunnel", addr)
 }
 
 // requireTokenOffLoopback refuses to expose an unauthenticated API beyond
@@ -295,7 +327,14 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 			cp.syncDir(ctx)
 		}()
 	}
-	cp.log.Info("control plane started", "xds", cp.XDSAddr(), "secure_xds", cp.SecureXDSAddr(), "api", cp.APIAddr(), "data_dir", cp.opts.DataDir)
+	if cp.consoleLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cp.serveConsole(ctx)
+		}()
+	}
+	cp.log.Info("control plane started", "xds", cp.XDSAddr(), "secure_xds", cp.SecureXDSAddr(), "api", cp.APIAddr(), "console", cp.ConsoleAddr(), "data_dir", cp.opts.DataDir)
 
 	<-ctx.Done()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)

@@ -39,6 +39,8 @@ type Options struct {
 	// certificate, and sidecars speak mTLS to each other.
 	SecureXDSAddr string
 	APIAddr       string // 127.0.0.1:15014
+	// ConsoleAddr serves the console (127.0.0.1:20001).
+	ConsoleAddr string
 	// ControlAddr serves `amime scale` (127.0.0.1:15015).
 	ControlAddr string
 	// Replicas per deployment ("recommendation-v2": 2); the tutorial's
@@ -117,6 +119,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.XDSAddr:       "the control plane's xDS (--xds-addr)",
 		opts.SecureXDSAddr: "the control plane's TLS xDS and CA (--secure-xds-addr)",
 		opts.APIAddr:       "the control plane's API (--api-addr)",
+		opts.ConsoleAddr:   "the console (--console-addr)",
 		opts.ControlAddr:   "`amime scale` (--control-addr)",
 	}); err != nil {
 		return err
@@ -173,6 +176,9 @@ const GatewayAddr = "127.0.0.1:8080"
 func checkFree(addrs map[string]string) error {
 	var busy []string
 	for addr, user := range addrs {
+		if addr == "" { // turned off
+			continue
+		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			busy = append(busy, fmt.Sprintf("%s, needed by %s: %v", addr, user, err))
@@ -269,7 +275,7 @@ func (m *Mesh) startControlPlane() error {
 	}
 	c, err := m.spawn("control-plane", nil, "control-plane", "--data-dir", m.opts.DataDir,
 		"--xds-addr", m.opts.XDSAddr, "--secure-xds-addr", m.opts.SecureXDSAddr, "--api-addr", m.opts.APIAddr,
-		"--mesh-config", meshFile, "--unhealthy-after", "5s", "--remove-after", "15s")
+		"--mesh-config", meshFile, "--console-addr", m.opts.ConsoleAddr, "--unhealthy-after", "5s", "--remove-after", "15s")
 	if err != nil {
 		return err
 	}
@@ -457,6 +463,9 @@ func (m *Mesh) printSummary(sinceStart time.Duration) {
 	w := m.opts.Out
 	fmt.Fprintf(w, "\namime up: the mesh is running; the first request through the gateway succeeded %.2fs after start\n\n", sinceStart.Seconds())
 	fmt.Fprintf(w, "  control plane   xDS %s (TLS %s, CA), API http://%s\n", m.opts.XDSAddr, m.opts.SecureXDSAddr, m.opts.APIAddr)
+	if m.opts.ConsoleAddr != "" {
+		fmt.Fprintf(w, "  console         http://%s/  (service graph, traces, proxies: amime dashboard)\n", m.opts.ConsoleAddr)
+	}
 	fmt.Fprintf(w, "  ingress gateway http://127.0.0.1:8080  (Gateway istio-system/ingressgateway → customer)\n")
 	fmt.Fprintf(w, "  data            %s (config survives restarts; logs in %s)\n\n", m.opts.DataDir, m.logDir)
 	m.writeStatus(w)

@@ -56,7 +56,7 @@ func startControlPlane(t *testing.T, o cpOpts) *controlPlane {
 			API:     net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 			DataDir: dataDir,
 		}
-		c.args = []string{"control-plane", "--data-dir", dataDir, "--xds-addr", c.XDS, "--api-addr", c.API,
+		c.args = []string{"control-plane", "--data-dir", dataDir, "--xds-addr", c.XDS, "--api-addr", c.API, "--console-addr", "",
 			"--debounce", "50ms", "--secure-xds-addr", ""}
 		if o.secure {
 			c.Secure = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))

@@ -40,6 +40,7 @@ const (
 type upMesh struct {
 	*proc
 	dataDir, xds, api, control string
+	console                    string // the console's address
 	client                     *http.Client
 	// firstRequest is the time to first request that `up` printed.
 	firstRequest time.Duration
@@ -115,7 +116,9 @@ func requireGatewayPortFree(t *testing.T) {
 func startUp(t *testing.T, dataDir string, xds, api, control string) *upMesh {
 	t.Helper()
 	m := &upMesh{dataDir: dataDir, xds: xds, api: api, control: control}
-	m.proc = startProc(t, "amime up", amimeBin, "up", "--data-dir", dataDir, "--xds-addr", xds, "--api-addr", api, "--control-addr", control, "--secure-xds-addr", freeAddr(t))
+	m.console = freeAddr(t)
+	m.proc = startProc(t, "amime up", amimeBin, "up", "--data-dir", dataDir, "--xds-addr", xds, "--api-addr", api, "--control-addr", control,
+		"--secure-xds-addr", freeAddr(t), "--console-addr", m.console)
 	// A new transport per mesh: keep-alive connections to a previous
 	// gateway are dead.
 	m.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}

@@ -482,6 +482,8 @@ type ProxyStatus struct {
 	Version     string            `json:"version"`
 	Types       map[string]string `json:"types"` // short type -> SYNCED / STALE / NACK: reason / NOT SENT
 	Error       string            `json:"error,omitempty"`
+	// Node is what the proxy said about itself (read-only).
+	Node *corev3.Node `json:"-"`
 }
 
 // Status lists connected proxies, sorted by id.
@@ -490,7 +492,7 @@ func (s *Server) Status() []ProxyStatus {
 	defer s.mu.Unlock()
 	out := make([]ProxyStatus, 0, len(s.proxies))
 	for id, p := range s.proxies {
-		st := ProxyStatus{ID: id, Cluster: p.node.GetCluster(), ConnectedAt: p.connectedAt, Version: p.version, Types: map[string]string{}, Error: p.genErr}
+		st := ProxyStatus{ID: id, Cluster: p.node.GetCluster(), ConnectedAt: p.connectedAt, Version: p.version, Types: map[string]string{}, Error: p.genErr, Node: p.node}
 		for _, t := range typeOrder {
 			if t == resourcev3.SecretType && p.sent[t] == "" && p.nack[t] == "" {
 				// Only proxies holding a certificate take secrets.
