@@ -80,11 +80,9 @@ refused with their path, never ignored.`,
 				return err
 			}
 			opts.Bootstrap = b
-			// Access logs are on by default under xDS, as in Istio's demo
-			// profile; a static bootstrap (benchmarks, tests) asks for them.
-			if opts.AccessLog == "" && opts.XDSAddr != "" {
-				opts.AccessLog = "stdout"
-			}
+			// Under a control plane, access logs are its configuration's
+			// (meshConfig accessLogFile, the Telemetry API), as in Istio;
+			// --access-log adds a proxy-wide log on top.
 			var err error
 			if opts.AccessLogFormat, err = telemetry.ParseFormat(logFormat); err != nil {
 				return fmt.Errorf("--access-log-format: %w", err)
@@ -129,7 +127,7 @@ refused with their path, never ignored.`,
 	f.StringVar(&opts.HealthAddr, "health-addr", "", "health endpoint address serving /healthz/ready (Istio uses :15021); empty disables it")
 	f.StringVar(&opts.PrometheusAddr, "prometheus-addr", "", "address serving /stats/prometheus (Istio uses :15090); empty disables it")
 	f.BoolVar(&opts.NoMetrics, "no-metrics", false, "do not record Istio's standard request metrics (istio_requests_total, …)")
-	f.StringVar(&opts.AccessLog, "access-log", "", "request log: stdout, a file path, or off (default: stdout with --xds, off with only --bootstrap)")
+	f.StringVar(&opts.AccessLog, "access-log", "", "proxy-wide request log in Istio's format: stdout, a file path, or off (default off; under a control plane, meshConfig accessLogFile and Telemetry configure access logs)")
 	f.StringVar(&logFormat, "access-log-format", "json", "access log format: json (Istio's JSON fields) or text (Envoy's default line)")
 	id.register(f)
 	f.DurationVar(&opts.DrainDuration, "drain-duration", 5*time.Second, "on SIGTERM, how long in-flight requests may take before connections are closed")

@@ -1,11 +1,14 @@
 package up
 
 // meshConfig is `amime up`'s Istio MeshConfig, written once to
-// <data-dir>/mesh.yaml (edit it and restart to change it): every request
-// is traced (a laptop mesh has little traffic, and seeing a trace is the
+// <data-dir>/mesh.yaml (edit it and restart to change it): access logs in
+// JSON on every proxy's stdout, and every request is traced (a laptop mesh has little traffic, and seeing a trace is the
 // point) to the control plane's built-in collector, registered below as
 // the ServiceEntry amime-system/trace-collector.
 const meshConfig = `# amime up's mesh configuration (Istio's MeshConfig). Edit and restart amime up.
+# Every proxy logs each request to its log (under <data-dir>/logs), as Istio's demo profile does.
+accessLogFile: /dev/stdout
+accessLogEncoding: JSON
 extensionProviders:
 - name: amime-collector
   opentelemetry:
