@@ -198,3 +198,14 @@ func BenchmarkJSONLine(b *testing.B) {
 		buf = f.Append(buf[:0], i)
 	}
 }
+
+func TestTimeCache(t *testing.T) {
+	var c TimeCache
+	base := time.Date(2026, 11, 22, 1, 2, 3, 0, time.FixedZone("X", 3600))
+	for _, d := range []time.Duration{7 * time.Millisecond, 999*time.Millisecond + 999, time.Second + 40*time.Millisecond, 0} {
+		tm := base.Add(d)
+		if got, want := string(c.Append(nil, tm)), tm.UTC().Format("2006-01-02T15:04:05.000Z"); got != want {
+			t.Errorf("%v: got %s, want %s", d, got, want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -18,6 +19,29 @@ import (
 type Format struct {
 	text []piece // text format
 	json []field // json format, in key order
+	// ts caches the default START_TIME text up to the second; Append is
+	// therefore not safe for concurrent use (a Sink serializes it).
+	ts TimeCache
+}
+
+// TimeCache formats Envoy's default %START_TIME%, 2006-01-02T15:04:05.000Z,
+// reusing the text up to the second: most lines share it. Not safe for
+// concurrent use.
+type TimeCache struct {
+	sec    int64
+	prefix []byte // "2006-01-02T15:04:05."
+}
+
+// Append appends t formatted.
+func (c *TimeCache) Append(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	if sec := t.Unix(); sec != c.sec || c.prefix == nil {
+		c.sec = sec
+		c.prefix = t.AppendFormat(c.prefix[:0], "2006-01-02T15:04:05.")
+	}
+	b = append(b, c.prefix...)
+	ms := t.Nanosecond() / int(time.Millisecond)
+	return append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 
 // piece is literal text or one command.
@@ -316,7 +340,7 @@ func (f *Format) Append(b []byte, i *streaminfo.Info) []byte {
 			continue
 		}
 		n := len(b)
-		b, _ = p.cmd.append(b, i, false)
+		b, _ = p.cmd.append(b, i, false, &f.ts)
 		if len(b) == n {
 			b = append(b, '-') // Envoy prints absent values as "-"
 		}
@@ -337,40 +361,44 @@ func (f *Format) appendJSON(b []byte, i *streaminfo.Info) []byte {
 		case fd.nested != nil:
 			b = fd.nested.appendJSON(b, i)
 		case len(fd.pieces) == 1 && fd.pieces[0].cmd != nil:
-			// One command: its value typed, or null when absent.
+			// One command: its value typed, or null when absent. The value
+			// is written in place after a quote; only a value that needs
+			// escaping is copied.
 			c := fd.pieces[0].cmd
-			var tmp [128]byte
-			v, ok := c.append(tmp[:0], i, true)
+			start := len(b)
+			b = append(b, '"')
+			v, ok := c.append(b, i, true, &f.ts)
 			switch {
-			case !ok || len(v) == 0:
-				b = append(b, "null"...)
+			case !ok || len(v) == start+1:
+				b = append(v[:start], "null"...)
 			case c.kind == kNumber:
-				b = append(b, v...)
+				copy(v[start:], v[start+1:])
+				b = v[:len(v)-1]
 			default:
-				b = appendJSONBytes(b, v)
+				b = closeJSONString(v, start)
 			}
 		default:
-			var tmp [256]byte
-			s := tmp[:0]
+			start := len(b)
+			b = append(b, '"')
 			for _, p := range fd.pieces {
 				if p.cmd == nil {
-					s = append(s, p.lit...)
+					b = append(b, p.lit...)
 					continue
 				}
-				n := len(s)
-				s, _ = p.cmd.append(s, i, true)
-				if len(s) == n {
-					s = append(s, '-')
+				n := len(b)
+				b, _ = p.cmd.append(b, i, true, &f.ts)
+				if len(b) == n {
+					b = append(b, '-')
 				}
 			}
-			b = appendJSONBytes(b, s)
+			b = closeJSONString(b, start)
 		}
 	}
 	return append(b, '}')
 }
 
 // append writes the command's value; ok is false when it has none.
-func (c *command) append(b []byte, i *streaminfo.Info, raw bool) ([]byte, bool) {
+func (c *command) append(b []byte, i *streaminfo.Info, raw bool, ts *TimeCache) ([]byte, bool) {
 	start := len(b)
 	str := func(s string) ([]byte, bool) {
 		if s == "" {
@@ -388,7 +416,7 @@ func (c *command) append(b []byte, i *streaminfo.Info, raw bool) ([]byte, bool) 
 			return b, false
 		}
 		if c.timeFmt == "" {
-			return i.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z"), true
+			return ts.Append(b, i.Start), true
 		}
 		layout := c.timeFmt
 		if strings.Contains(layout, "\x00s") {
@@ -400,10 +428,7 @@ func (c *command) append(b []byte, i *streaminfo.Info, raw bool) ([]byte, bool) 
 	case "RESPONSE_CODE":
 		return strconv.AppendInt(b, int64(i.ResponseCode), 10), true
 	case "RESPONSE_FLAGS", "RESPONSE_FLAGS_LONG":
-		if i.Flags == 0 {
-			return b, false
-		}
-		return i.Flags.AppendTo(b), true
+		return i.Flags.AppendTo(b), true // "-" when none, as Envoy prints it
 	case "RESPONSE_CODE_DETAILS":
 		return str(i.Details)
 	case "CONNECTION_TERMINATION_DETAILS":
@@ -521,7 +546,17 @@ func appendSafe(b []byte, s string) []byte {
 	return b
 }
 
-func appendJSONBytes(b, s []byte) []byte { return appendJSONString(b, string(s)) }
+// closeJSONString ends the JSON string whose opening quote is at
+// b[start], escaping its raw contents first when they need it.
+func closeJSONString(b []byte, start int) []byte {
+	for _, c := range b[start+1:] {
+		if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			raw := string(b[start+1:]) // rare: copy, then escape
+			return appendJSONString(b[:start], raw)
+		}
+	}
+	return append(b, '"')
+}
 
 // appendJSONString appends s as a JSON string.
 func appendJSONString(b []byte, s string) []byte {

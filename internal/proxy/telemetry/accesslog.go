@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/amime-mesh/amime/internal/proxy/accesslog"
 	"github.com/amime-mesh/amime/internal/proxy/streaminfo"
 )
 
@@ -52,7 +53,7 @@ type AccessLog struct {
 
 	mu  sync.Mutex // guards buf and ts
 	buf []byte
-	ts  timeCache
+	ts  accesslog.TimeCache
 
 	wmu   sync.Mutex // serializes writes; guards spare
 	spare []byte
@@ -151,27 +152,9 @@ func (l *AccessLog) Flush() error {
 	return err
 }
 
-// timeCache formats Envoy's %START_TIME% default, 2006-01-02T15:04:05.000Z,
-// reusing the text up to the second: most lines share it.
-type timeCache struct {
-	sec    int64
-	prefix []byte // "2006-01-02T15:04:05."
-}
-
-func (c *timeCache) append(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	if sec := t.Unix(); sec != c.sec || c.prefix == nil {
-		c.sec = sec
-		c.prefix = t.AppendFormat(c.prefix[:0], "2006-01-02T15:04:05.")
-	}
-	b = append(b, c.prefix...)
-	ms := t.Nanosecond() / int(time.Millisecond)
-	return append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
-}
-
 // appendJSON encodes Istio's default JSON access log entry (its fields,
 // in its order; numbers as numbers, absent values as null).
-func appendJSON(b []byte, ts *timeCache, i *streaminfo.Info) []byte {
+func appendJSON(b []byte, ts *accesslog.TimeCache, i *streaminfo.Info) []byte {
 	b = append(b, `{"authority":`...)
 	b = appendJSONString(b, i.Authority)
 	b = append(b, `,"bytes_received":`...)
@@ -199,7 +182,7 @@ func appendJSON(b []byte, ts *timeCache, i *streaminfo.Info) []byte {
 	b = append(b, `","route_name":`...)
 	b = appendJSONString(b, i.RouteName)
 	b = append(b, `,"start_time":"`...)
-	b = ts.append(b, i.Start)
+	b = ts.Append(b, i.Start)
 	b = append(b, `","upstream_cluster":`...)
 	b = appendJSONString(b, i.Cluster)
 	b = append(b, `,"upstream_host":`...)
@@ -285,9 +268,9 @@ var jsonSafe = func() (t [256]bool) {
 //	[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%
 //	%BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%"
 //	"%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"
-func appendText(b []byte, ts *timeCache, i *streaminfo.Info) []byte {
+func appendText(b []byte, ts *accesslog.TimeCache, i *streaminfo.Info) []byte {
 	b = append(b, '[')
-	b = ts.append(b, i.Start)
+	b = ts.Append(b, i.Start)
 	b = append(b, `] "`...)
 	b = appendDash(b, i.Method)
 	b = append(b, ' ')

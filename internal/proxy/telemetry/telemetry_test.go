@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/amime-mesh/amime/internal/proxy/accesslog"
 	"github.com/amime-mesh/amime/internal/proxy/streaminfo"
 )
 
@@ -311,12 +312,12 @@ func TestAppendJSONStringInvalid(t *testing.T) {
 }
 
 func TestAccessLogText(t *testing.T) {
-	got := string(appendText(nil, &timeCache{}, sampleInfo()))
+	got := string(appendText(nil, &accesslog.TimeCache{}, sampleInfo()))
 	want := `[2026-11-22T01:02:03.456Z] "GET /reviews/0?q="x" HTTP/1.1" 503 UF 12 91 9 7 "10.0.0.1" "curl/8.5_" "6a8e-…" "reviews:9080" "10.0.0.9:9080"` + "\n"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	got = string(appendText(nil, &timeCache{}, &streaminfo.Info{Start: sampleInfo().Start, ResponseCode: 404, Flags: streaminfo.NoRouteFound}))
+	got = string(appendText(nil, &accesslog.TimeCache{}, &streaminfo.Info{Start: sampleInfo().Start, ResponseCode: 404, Flags: streaminfo.NoRouteFound}))
 	want = `[2026-11-22T01:02:03.456Z] "- - -" 404 NR 0 0 0 - "-" "-" "-" "-" "-"` + "\n"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
@@ -432,14 +433,3 @@ func BenchmarkOnComplete(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-func TestTimeCache(t *testing.T) {
-	var c timeCache
-	base := time.Date(2026, 11, 22, 1, 2, 3, 0, time.FixedZone("X", 3600))
-	for _, d := range []time.Duration{7 * time.Millisecond, 999*time.Millisecond + 999, time.Second + 40*time.Millisecond, 0} {
-		tm := base.Add(d)
-		if got, want := string(c.append(nil, tm)), tm.UTC().Format("2006-01-02T15:04:05.000Z"); got != want {
-			t.Errorf("%v: got %s, want %s", d, got, want)
-		}
-	}
-}
