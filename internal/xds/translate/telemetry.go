@@ -113,6 +113,9 @@ func (b *builder) telemetryLevels() []*config.Object {
 			b.warnf(o, "targetRefs: not translated (amime binds Telemetry by selector); resource skipped")
 			continue
 		}
+		if len(t.GetMetrics()) > 0 {
+			b.warnf(o, "metrics: not translated yet (proxies report Istio's standard metrics with their standard labels; overrides and disabling are ignored)")
+		}
 		switch {
 		case len(t.GetSelector().GetMatchLabels()) > 0:
 			if o.Meta.Namespace == b.proxy.Namespace && workload == nil && hasLabels(b.proxy.Labels, t.GetSelector().GetMatchLabels()) {

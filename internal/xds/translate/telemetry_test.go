@@ -205,6 +205,7 @@ defaultProviders: {tracing: [otel]}
 			tel("default", "ns", nil, &telemetry.Telemetry{
 				Tracing:       []*telemetry.Tracing{{Providers: []*telemetry.ProviderRef{{Name: "ghost"}}}},
 				AccessLogging: []*telemetry.AccessLogging{{Providers: []*telemetry.ProviderRef{{Name: "nope"}}}},
+				Metrics:       []*telemetry.Metrics{{Providers: []*telemetry.ProviderRef{{Name: "prometheus"}}}},
 			}),
 		}, nil)
 		m := hcmOf(t, r, corev3.TrafficDirection_OUTBOUND)
@@ -216,6 +217,7 @@ defaultProviders: {tracing: [otel]}
 		}
 		want := []string{
 			`Telemetry default/ns: access log provider "nope" is not defined in meshConfig.extensionProviders; no access log`,
+			`Telemetry default/ns: metrics: not translated yet (proxies report Istio's standard metrics with their standard labels; overrides and disabling are ignored)`,
 			`Telemetry default/ns: provider "ghost": service "ghost.example.com" is not in the registry (add a ServiceEntry for it); nothing is exported`,
 		}
 		if !slices.Equal(warns, want) {
