@@ -31,5 +31,6 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newProxyCmd(&sf), newUpCmd(), newControlPlaneCmd(), newApplyCmd(&sf), newGetCmd(&sf), newDeleteCmd(&sf),
 		newProxyStatusCmd(&sf), newProxyConfigCmd(&sf), newDemoServiceCmd(), newScaleCmd())
 	root.AddCommand(newAnalyzeCmd(&sf), newTokenCmd(&sf), newCACmd(&sf), newDashboardCmd())
+	root.AddCommand(newExplainCmd(&sf))
 	return root
 }

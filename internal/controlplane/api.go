@@ -12,6 +12,7 @@ import (
 
 	"github.com/amime-mesh/amime/internal/ca"
 	"github.com/amime-mesh/amime/internal/config"
+	"github.com/amime-mesh/amime/internal/explain"
 	"github.com/amime-mesh/amime/internal/identity"
 	"github.com/amime-mesh/amime/internal/registry"
 )
@@ -37,6 +38,8 @@ type api struct {
 	// tokens and ca are nil without the TLS xDS port.
 	tokens *identity.Tokens
 	ca     *ca.CA
+	// proxies lists the connected proxies for explain (nil: unavailable).
+	proxies func() []*explain.Proxy
 }
 
 func (a *api) routes(mux *http.ServeMux) {
@@ -45,6 +48,7 @@ func (a *api) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /apis/amime.io/v1/tokens", a.auth(a.createToken))
 	mux.HandleFunc("GET /apis/amime.io/v1/rootcert", a.auth(a.rootCert))
 	mux.HandleFunc("POST /apis/amime.io/v1/ca/{op}", a.auth(a.caRotate))
+	mux.HandleFunc("POST /apis/amime.io/v1/explain", a.auth(a.explain))
 	mux.HandleFunc("GET /apis/{group}/{version}/{plural}", a.auth(a.list))
 	mux.HandleFunc("GET /apis/{group}/{version}/namespaces/{ns}/{plural}", a.auth(a.list))
 	mux.HandleFunc("POST /apis/{group}/{version}/namespaces/{ns}/{plural}", a.auth(a.create))

@@ -290,7 +290,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 
 	mux := http.NewServeMux()
 	(&api{store: cp.store, token: cp.opts.Token, debug: cp.debugHandler(), leases: cp.leases, push: cp.xds.Push,
-		heartbeatInterval: heartbeatInterval(cp.opts.UnhealthyAfter), tokens: cp.tokens, ca: cp.ca}).routes(mux)
+		heartbeatInterval: heartbeatInterval(cp.opts.UnhealthyAfter), tokens: cp.tokens, ca: cp.ca, proxies: cp.explainProxies}).routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.reg, promhttp.HandlerOpts{}))
 	// The built-in trace collector: proxies export without a token (as to
 	// any collector); reading traces needs the API's.
