@@ -333,3 +333,17 @@ func TestBadRequest(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkExplain is one explanation of a weighted route across two
+// sidecars: explain runs per CLI call, not per request, so this only keeps
+// its cost visible (route tables and clusters are compiled per call).
+func BenchmarkExplain(b *testing.B) {
+	ps := fixture{config: reviewsSubsets + "---\n" + split(80, 20), clientMTLS: true}.proxies(b)
+	req := Request{From: "customer-v1", URL: "http://reviews:9080/r/1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Explain(context.Background(), ps, req, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -61,7 +61,7 @@ type fixture struct {
 
 // input decodes the fixture's configuration as the control plane's
 // store and registry would hold it.
-func (f fixture) input(t *testing.T) translate.Input {
+func (f fixture) input(t testing.TB) translate.Input {
 	t.Helper()
 	objs, err := config.DecodeOptions{DefaultNamespace: "default"}.Decode([]byte(reviewsService + "---\n" + f.config))
 	if err != nil {
@@ -98,7 +98,7 @@ func (f fixture) input(t *testing.T) translate.Input {
 // proxies translates the fixture for the client (customer-v1, with an
 // HTTP_PROXY listener), another client (productpage-v1) and the two
 // reviews sidecars, as the control plane serves them.
-func (f fixture) proxies(t *testing.T) []*Proxy {
+func (f fixture) proxies(t testing.TB) []*Proxy {
 	t.Helper()
 	in := f.input(t)
 	inbound := []translate.InboundPort{{Name: "http", Protocol: registry.HTTP, Port: 9080}}
