@@ -43,8 +43,13 @@ var (
 )
 
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	// Deterministic: maps (a Struct's fields, RBAC policies, JWT
+	// providers) in a fixed order, so that an unchanged configuration
+	// serializes to the same bytes. Otherwise every push would look like
+	// a change to proxies, which drain connections whose filter chain
+	// changed.
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(err)
 	}
 	return a
