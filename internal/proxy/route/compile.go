@@ -210,6 +210,9 @@ func (c *compiler) virtualHost(vhc *routev3.VirtualHost, t *Table, vp string) (*
 	if vh.perFilter, err = c.perFilter(vhc.TypedPerFilterConfig, vp+".typed_per_filter_config"); err != nil {
 		return nil, err
 	}
+	if err := compileRequireTLS(vh, vhc.RequireTls, vp+".require_tls"); err != nil {
+		return nil, err
+	}
 	if vhc.RetryPolicy != nil {
 		if err := checkRetry(vhc.RetryPolicy, vp+".retry_policy"); err != nil {
 			return nil, err

@@ -71,6 +71,9 @@ type redirect struct {
 	tmpl         string
 	stripQuery   bool
 	code         int
+	// ssl is require_tls's redirect: https with the Host and :path as
+	// received (Envoy's createSslRedirectPath).
+	ssl bool
 }
 
 // Location returns the Location header for a Redirect route, computed like
@@ -93,6 +96,9 @@ func (r *Route) Location(req *Request) string {
 	switch e.kind {
 	case Redirect:
 		rd := e.redirect
+		if rd.ssl {
+			return "https://" + req.Authority + req.Path
+		}
 		path := req.Path
 		switch {
 		case rd.re != nil:

@@ -103,6 +103,10 @@ type virtualHost struct {
 	perFilter              map[string]any
 	attemptCountInRequest  bool
 	attemptCountInResponse bool
+	// tlsRedirect answers requests not made over TLS (require_tls); nil
+	// when the virtual host takes plaintext requests.
+	tlsRedirect     *Route
+	tlsExternalOnly bool
 }
 
 // Name returns the RouteConfiguration name.
@@ -134,6 +138,9 @@ func (t *Table) Select(req *Request, random uint64) *Route {
 	vh := t.virtualHost(req.Authority)
 	if vh == nil {
 		return nil
+	}
+	if vh.tlsRedirect != nil && vh.needsTLSRedirect(req) {
+		return vh.tlsRedirect
 	}
 	path := req.Path
 	pathless := path == ""

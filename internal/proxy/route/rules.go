@@ -27,6 +27,7 @@ func Rules() fieldcheck.Rules {
 			"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove",
 			"response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config",
 			"include_request_attempt_count", "include_attempt_count_in_response", "retry_policy", "metadata",
+			"require_tls",
 		},
 		"envoy.config.route.v3.Route": {
 			"name", "match", "route", "redirect", "direct_response", "metadata", "decorator", "tracing",
