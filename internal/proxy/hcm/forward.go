@@ -354,6 +354,10 @@ func (st *stream) requestID(req *request) {
 //
 // ts is nil without a retry policy; otherwise a retriable failure returns
 // with ts.retry set and nothing sent downstream.
+// maxStaleConns bounds the reused connections found closed that a request
+// without a body is replayed past before it fails.
+const maxStaleConns = 16
+
 func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *cluster.Cluster, host *cluster.Host, path, authority string, timeout time.Duration, ts *tryState) bool {
 	info := &st.info
 	pool := poolFor(c, host)
@@ -420,7 +424,10 @@ func (st *stream) forwardH1(req *request, rw responder, rt *route.Route, c *clus
 			}
 			return st.local(rw, req, 504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout)
 		}
-		if conn.Reused && replayable && attempt == 0 {
+		// Every idle connection to a host that drained (a listener
+		// update, a restart) is dead at once: each is discarded in turn
+		// until a fresh one is dialed, which is never Reused.
+		if conn.Reused && replayable && attempt < maxStaleConns {
 			continue
 		}
 		info.UpstreamFailed = err.Error()
