@@ -146,6 +146,13 @@ spec:
 			listeners: []string{"0.0.0.0_8443"},
 		},
 		{
+			name: "two HTTPS servers with one port name",
+			objects: gw("  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [web.example.com]\n    tls:\n      mode: SIMPLE\n"+certFiles+
+				"  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [other.example.com]\n    tls:\n      mode: SIMPLE\n"+certFiles) + "---\n" + httpVS,
+			warning:   "servers[1].port.name: route configuration https.443.https.gw.default already exists",
+			listeners: []string{"0.0.0.0_443"},
+		},
+		{
 			name:    "TCP server without a tcp route",
 			objects: gw("  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: ['*']\n"),
 			warning: "servers[0]: no VirtualService bound to Gateway default/gw has a tcp route for port 9000",

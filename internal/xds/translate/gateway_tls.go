@@ -8,6 +8,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -92,6 +93,11 @@ func (b *builder) gatewayTLSListener(name string, k gwKey, servers []*gwServer, 
 			var owner string
 			if srv.kind == kindHTTPS {
 				rds := gatewayRDSName(srv)
+				if slices.ContainsFunc(b.res.Routes, func(rc *routev3.RouteConfiguration) bool { return rc.GetName() == rds }) {
+					// Same port, port name, Gateway: Istio's names collide.
+					b.warnf(srv.gw, "servers[%d].port.name: route configuration %s already exists (two HTTPS servers of one Gateway and port need distinct port names); server skipped", srv.index, rds)
+					continue
+				}
 				owner = rds
 				// The same connection manager as plaintext servers get
 				// (security filters, telemetry), behind TLS.
