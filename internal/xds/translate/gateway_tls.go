@@ -38,7 +38,7 @@ type sniClaims struct {
 	names map[string]string // server name ("*" for any) -> owner
 }
 
-// claim returns the server_names of a chain for hosts ("*" is any name:
+// claimSNI returns the server_names of a chain for hosts ("*" is any name:
 // no server_names), leaving out those taken; ok is false when nothing is
 // left.
 func (b *builder) claimSNI(c *sniClaims, srv *gwServer, owner string, hosts []string) (names []string, ok bool) {
