@@ -424,6 +424,18 @@ spec:
 		if got, want := resp.Header.Get("Location"), "https://"+host+"/path?q=1"; got != want {
 			t.Errorf("Location %q, want %q", got, want)
 		}
+		// A client claiming it came over TLS is redirected all the same:
+		// the edge replaces x-forwarded-proto before routing.
+		req, _ := http.NewRequest("GET", "http://"+host+"/path", nil)
+		req.Header.Set("X-Forwarded-Proto", "https")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMovedPermanently {
+			t.Errorf("plaintext request with x-forwarded-proto: https: status %d, want 301", resp.StatusCode)
+		}
 	})
 
 	t.Run("TCP server forwards bytes", func(t *testing.T) {

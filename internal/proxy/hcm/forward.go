@@ -163,6 +163,14 @@ func (st *stream) serve(req *request, rw responder) bool {
 	if req.r.Method == "CONNECT" {
 		return st.local(rw, req, 403, "", "connect_not_supported", 0)
 	}
+	// x-forwarded-proto is settled before routing, as Envoy does: at the
+	// edge (use_remote_address) a client's value is replaced, so that it
+	// cannot skip require_tls redirects or fake its scheme upstream.
+	if h.cfg.UseRemoteAddress {
+		hdrs.Set("x-forwarded-proto", req.r.Scheme)
+	} else {
+		hdrs.SetIfAbsent("x-forwarded-proto", req.r.Scheme)
+	}
 	table := h.table()
 	var rt *route.Route
 	if table != nil {
@@ -204,7 +212,6 @@ func (st *stream) serve(req *request, rw responder) bool {
 	// The request as the upstream will see it.
 	stripHopByHop(hdrs, req.upgrade)
 	if h.cfg.UseRemoteAddress {
-		hdrs.Set("x-forwarded-proto", req.r.Scheme)
 		if !h.cfg.SkipXffAppend && st.remIP != "" {
 			if v, ok := hdrs.Get("x-forwarded-for"); ok {
 				hdrs.Set("x-forwarded-for", v+", "+st.remIP)
@@ -212,8 +219,6 @@ func (st *stream) serve(req *request, rw responder) bool {
 				hdrs.Add("x-forwarded-for", st.remIP)
 			}
 		}
-	} else {
-		hdrs.SetIfAbsent("x-forwarded-proto", req.r.Scheme)
 	}
 	h.cfg.applyXFCC(hdrs, st.peer)
 	// As sent upstream, which is what Envoy's %REQ(X-FORWARDED-FOR)% logs.

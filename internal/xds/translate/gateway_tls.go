@@ -304,9 +304,6 @@ func (b *builder) warnUnusedL4Routes(used *gwRouteUse) {
 		if !slices.ContainsFunc(vs.gateways, func(g string) bool { return selected[g] }) {
 			continue
 		}
-		// This proxy carries out the VirtualService's tls routes: the
-		// builder's generic "not translated" note does not apply here.
-		delete(b.warnings, vs.obj.Kind+" "+vs.obj.Meta.Namespace+"/"+vs.obj.Meta.Name+": tls: not translated yet (SNI routing)")
 		for i := range vs.spec.GetTls() {
 			if !used.tls[vs][i] {
 				b.warnf(vs.obj, "tls[%d]: no PASSTHROUGH server (protocol TLS or HTTPS) of its gateways %s on this gateway matches its sniHosts and port; not served here",
